@@ -1,0 +1,28 @@
+"""Every environment variable rio-sglang reads, typed, in one place (all listed in the README)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _flag(name: str) -> bool:
+    value = os.environ.get(name, "0").strip().lower()
+    if value not in ("0", "1", "true", "false", ""):
+        raise ValueError(f"{name}={value!r}: expected 0 or 1")
+    return value in ("1", "true")
+
+
+def cpu_platform() -> bool:
+    """RIO_CPU_PLATFORM=1: activate our out-of-tree CPU platform and Triton-interpreter plugin."""
+    return _flag("RIO_CPU_PLATFORM")
+
+
+def cache_dir() -> Path:
+    """RIO_CACHE_DIR: where generated tiny checkpoints live (default ~/.cache/rio-sglang)."""
+    return Path(os.environ.get("RIO_CACHE_DIR") or Path.home() / ".cache" / "rio-sglang")
+
+
+def server_start_timeout() -> float:
+    """RIO_SERVER_START_TIMEOUT: seconds the launcher waits for a server to be ready (600)."""
+    return float(os.environ.get("RIO_SERVER_START_TIMEOUT", "600"))

@@ -1,0 +1,71 @@
+"""`python -m rio_sglang.serve --tiny [--port N]`: generate a tiny checkpoint if needed and serve it.
+
+Or `--model-path DIR` for an existing checkpoint. Arguments after `--` go to sglang.launch_server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from rio_sglang import env
+from rio_sglang.checkpoint import CheckpointError, verify_checkpoint
+from rio_sglang.server import ServerStartError, launch
+
+log = logging.getLogger("rio_sglang.serve")
+
+
+def tiny_checkpoint(preset: str = "tiny", seed: int = 0):
+    """The cached tiny checkpoint for (preset, seed), generated on first use."""
+    from rio_sglang.tiny import write_tiny_checkpoint
+
+    path = env.cache_dir() / "checkpoints" / f"{preset}-seed{seed}"
+    if not (path / "config.json").exists():
+        log.info("generating %s checkpoint (seed %d) in %s", preset, seed, path)
+        write_tiny_checkpoint(path, preset, seed)
+    return path
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
+    ours = argv[: argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(prog="python -m rio_sglang.serve", description=__doc__)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tiny", action="store_true", help="serve a generated tiny checkpoint")
+    src.add_argument("--model-path", help="serve this checkpoint folder")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--port", type=int, default=30000)
+    ap.add_argument("--gpu", action="store_true", help="do not add the CPU flags")
+    ap.add_argument("--timeout", type=float, default=env.server_start_timeout())
+    args = ap.parse_args(ours)
+    logging.basicConfig(level=logging.INFO, format="[rio-sglang] %(message)s")
+
+    try:
+        path = tiny_checkpoint(args.preset, args.seed) if args.tiny else args.model_path
+        log.info("checkpoint ok: %s", verify_checkpoint(path).describe())
+    except CheckpointError as e:
+        log.error("cannot serve: %s", e)
+        return 2
+    # SIGTERM (a supervisor, a shell trap) must still stop the server's process group.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    server = launch(path, port=args.port, cpu=not args.gpu, extra_args=passthrough)
+    log.info("starting SGLang (log: %s)", server.log_path)
+    try:
+        server.wait_ready(args.timeout)
+        log.info("ready: %s", server.url)
+        return server.proc.wait()
+    except ServerStartError as e:
+        log.error("%s", e)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Start, wait for and stop a real `sglang.launch_server` process (used by serve.py and tests).
+
+The CPU flags are those measured in shared CPU_SGLANG.md; readiness polls /model_info because
+/health runs a whole generation (seconds on a CPU).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rio_sglang import env
+
+CPU_FLAGS = (
+    "--device", "cpu", "--dtype", "float16", "--attention-backend", "torch_native",
+    "--mamba-radix-cache-strategy", "no_buffer", "--disable-overlap-schedule",
+    "--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled",
+    "--skip-server-warmup", "--max-total-tokens", "2048", "--mem-fraction-static", "0.1",
+    "--max-running-requests", "8", "--max-mamba-cache-size", "16",
+)
+PARSER_FLAGS = ("--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder")
+
+
+class ServerStartError(RuntimeError):
+    """The server process died or never became ready; the message carries its log's tail."""
+
+
+def cpu_env(base: dict | None = None) -> dict:
+    """Environment for a CPU server: our platform on, Triton interpreted."""
+    e = dict(os.environ if base is None else base)
+    e.update(RIO_CPU_PLATFORM="1", TRITON_INTERPRET="1")
+    return e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running server: its URL, its own process (group) and its log file."""
+
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+    argv: list = field(default_factory=list)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        # The server_args dump is one enormous line: leave it out of error messages.
+        return "\n".join([ln[:400] for ln in text if "server_args=" not in ln][-lines:])
+
+    def wait_ready(self, timeout: float) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerStartError(f"server exited with code {self.proc.returncode} "
+                                       f"before it was ready; log {self.log_path}:\n"
+                                       + self.log_tail())
+            try:
+                if requests.get(f"{self.url}/model_info", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise ServerStartError(f"server not ready after {timeout:.0f}s; log {self.log_path}:\n"
+                               + self.log_tail())
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Stop the server's own process group (its scheduler and detokenizer children too)."""
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(grace)
+        except ProcessLookupError:
+            pass
+
+
+def launch(model_path, *, port: int | None = None, cpu: bool = True, extra_args=(),
+           log_path=None, environ: dict | None = None) -> Server:
+    """Start `python -m sglang.launch_server` on 127.0.0.1 in its own process group."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_path),
+            "--host", "127.0.0.1", "--port", str(port), *PARSER_FLAGS]
+    if cpu:
+        argv += CPU_FLAGS
+    argv += list(extra_args)
+    log_path = Path(log_path or env.cache_dir() / "logs" / f"server-{port}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    e = cpu_env(environ) if cpu else dict(os.environ if environ is None else environ)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=e,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    return Server(f"http://127.0.0.1:{port}", proc, log_path, argv)

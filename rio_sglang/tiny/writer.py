@@ -1,0 +1,107 @@
+"""Write a complete tiny Qwen3.5-MoE checkpoint: config, sharded safetensors, tokenizer, processor.
+
+Called by `python -m rio_sglang.tiny` and by the test fixtures. Same preset and seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from .presets import PRESETS, TinyPreset, build_config
+from .tokenizer import special_ids, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+EXPERT_LAYOUTS = ("per-expert", "fused")
+_FUSED = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
+TENSORS_PER_SHARD = 48
+
+
+def checkpoint_tensors(state: dict, layout: str) -> dict:
+    """transformers' module state -> checkpoint key layout ("per-expert" or "fused").
+
+    transformers keeps experts fused as `gate_up_proj [E, 2I, H]` (gate rows first) and
+    `down_proj [E, H, I]`; per-expert checkpoints store `experts.{e}.{gate,up,down}_proj.weight`.
+    """
+    if layout not in EXPERT_LAYOUTS:
+        raise ValueError(f"expert layout {layout!r} not in {EXPERT_LAYOUTS}")
+    out = {}
+    for name, t in state.items():
+        m = _FUSED.match(name)
+        if m is None or layout == "fused":
+            out[name] = t
+            continue
+        prefix, which = m.groups()
+        for e in range(t.shape[0]):
+            if which == "gate_up_proj":
+                gate, up = t[e].chunk(2, dim=0)  # [I, H] each
+                out[f"{prefix}.{e}.gate_proj.weight"] = gate
+                out[f"{prefix}.{e}.up_proj.weight"] = up
+            else:
+                out[f"{prefix}.{e}.down_proj.weight"] = t[e]  # [H, I]
+    return out
+
+
+def _write_shards(tensors: dict, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    names = sorted(tensors)
+    chunks = [names[i : i + TENSORS_PER_SHARD] for i in range(0, len(names), TENSORS_PER_SHARD)]
+    weight_map, total = {}, 0
+    for i, chunk in enumerate(chunks):
+        fname = f"model-{i + 1:05d}-of-{len(chunks):05d}.safetensors"
+        part = {n: tensors[n].contiguous() for n in chunk}
+        save_file(part, str(out / fname), metadata={"format": "pt"})
+        for n in chunk:
+            weight_map[n] = fname
+            total += part[n].numel() * part[n].element_size()
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _write_processor(tokenizer, out: Path) -> None:
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    # Small pixel bounds keep an image to a handful of tokens on the CPU.
+    pixels = {"shortest_edge": 32 * 32, "longest_edge": 64 * 64}
+    image = Qwen2VLImageProcessor(patch_size=16, temporal_patch_size=2, merge_size=2, size=pixels)
+    video = Qwen3VLVideoProcessor(patch_size=16, temporal_patch_size=2, merge_size=2, size=pixels)
+    proc = Qwen3VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,
+                            chat_template=tokenizer.chat_template)
+    proc.save_pretrained(str(out))
+
+
+def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int = 0,
+                          expert_layout: str = "per-expert", dtype: str = "bfloat16") -> Path:
+    """Generate a randomly initialised checkpoint of the real architecture into `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, Qwen3_5MoeForConditionalGeneration
+
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(p.vocab)
+    ids = special_ids(tokenizer)
+    config = build_config(p, ids)
+    torch.manual_seed(seed)
+    # Built in fp32 and converted: a dtype inside text_config breaks transformers' forward.
+    model = Qwen3_5MoeForConditionalGeneration(config).eval()
+    state = {k: v.to(getattr(torch, dtype)) for k, v in model.state_dict().items()}
+    _write_shards(checkpoint_tensors(state, expert_layout), out)
+
+    cfg = config.to_dict()
+    cfg["dtype"] = dtype
+    # SGLang derives layer types from this key (transformers consumes it and drops it).
+    cfg["text_config"]["full_attention_interval"] = 4
+    cfg["rio_tiny"] = {"preset": p.name, "seed": seed, "expert_layout": expert_layout}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    gen = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    gen.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    _write_processor(tokenizer, out)
+    log.info("wrote %s checkpoint (seed %d, %d experts, %s layout) to %s",
+             p.name, seed, p.experts, expert_layout, out)
+    return out

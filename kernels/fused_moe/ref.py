@@ -1,0 +1,83 @@
+"""Plain-torch fp32 reference for the routed-expert MoE (SiLU-gated MLP per expert).
+
+Called by test_fused_moe.py and bench_fused_moe.py to check `kernel.fused_moe`; runs anywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ep_expert_map(
+    num_experts: int, ep_rank: int, ep_size: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Contiguous expert-parallel shard: global expert id -> local id, -1 where not local.
+
+    Rank r owns experts [r * E / ep_size, (r + 1) * E / ep_size). Returns [E] int32.
+    """
+    if num_experts % ep_size:
+        raise ValueError(f"{num_experts} experts do not split over ep_size={ep_size}")
+    if not 0 <= ep_rank < ep_size:
+        raise ValueError(f"ep_rank={ep_rank} outside [0, {ep_size})")
+    local = num_experts // ep_size
+    ids = torch.arange(num_experts, device=device) - ep_rank * local  # [E]
+    return torch.where((ids >= 0) & (ids < local), ids, -1).to(torch.int32)  # [E]
+
+
+def route_topk(router_logits: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qwen3.5-MoE routing: softmax over experts, top-k, renormalise.
+
+    router_logits: [T, E] -> (topk_weights [T, topk] fp32, topk_ids [T, topk] int32).
+    """
+    probs = torch.softmax(router_logits.float(), dim=-1)  # [T, E]
+    weights, ids = torch.topk(probs, topk, dim=-1)  # [T, topk], [T, topk]
+    weights = weights / weights.sum(dim=-1, keepdim=True)  # [T, topk]
+    return weights, ids.to(torch.int32)
+
+
+def local_expert_ids(
+    topk_ids: torch.Tensor, num_local: int, expert_map: torch.Tensor | None
+) -> torch.Tensor:
+    """topk_ids: [T, topk] global ids (negative = no expert) -> [T, topk] int64 local ids, -1 = skip."""
+    ids = topk_ids.long()  # [T, topk]
+    if expert_map is not None:
+        in_map = (ids >= 0) & (ids < expert_map.numel())  # [T, topk]
+        ids = torch.where(in_map, expert_map.long()[ids.clamp(0, expert_map.numel() - 1)], -1)
+    return torch.where((ids >= 0) & (ids < num_local), ids, -1)  # [T, topk]
+
+
+def fused_moe_ref(
+    x: torch.Tensor,
+    w13: torch.Tensor,
+    w2: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+    *,
+    expert_map: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """out[t] = sum_k w[t, k] * W2[e] @ (silu(W1g[e] @ x[t]) * (W1u[e] @ x[t])), e = topk_ids[t, k].
+
+    x: [T, H]; w13: [E, 2I, H] (gate rows, then up rows); w2: [E, H, I];
+    topk_weights: [T, topk] fp32; topk_ids: [T, topk] int (global ids).
+    expert_map: optional [E_global] int, global id -> local row of w13/w2 or -1. Slots whose
+    expert is not local (or whose id is negative) contribute 0: under expert parallelism each
+    rank returns its partial sum and the caller all-reduces. Returns [T, H] in x.dtype.
+    """
+    num_experts, two_i, hidden = w13.shape
+    inter = two_i // 2
+    assert x.shape[1] == hidden and w2.shape == (num_experts, hidden, inter)
+    assert topk_weights.shape == topk_ids.shape and topk_ids.shape[0] == x.shape[0]
+    ids = local_expert_ids(topk_ids, num_experts, expert_map)  # [T, topk]
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # [T, H]
+    for e in range(num_experts):
+        t_idx, k_idx = torch.nonzero(ids == e, as_tuple=True)  # [n], [n]
+        if t_idx.numel() == 0:
+            continue
+        xe = x[t_idx].float()  # [n, H]
+        gate, up = w13[e].float().split(inter, dim=0)  # [I, H], [I, H]
+        h = F.silu(torch.einsum("nh,ih->ni", xe, gate)) * torch.einsum("nh,ih->ni", xe, up)  # [n, I]
+        y = torch.einsum("ni,hi->nh", h, w2[e].float())  # [n, H]
+        y = y * topk_weights[t_idx, k_idx].float()[:, None]  # [n, H]
+        out.index_add_(0, t_idx, y)  # [T, H]
+    return out.to(x.dtype)  # [T, H]

@@ -1,0 +1,202 @@
+"""fused_moe (Triton) against fused_moe_ref on the shapes MoE kernels get wrong; ref checked by hand.
+
+CPU: runs under TRITON_INTERPRET=1 in fp16/fp32; the bf16 case needs CUDA (marker gpu).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from rio_kernels.fused_moe import (
+    MoeConfig,
+    align,
+    ep_expert_map,
+    fused_moe,
+    fused_moe_ref,
+    route_topk,
+)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
+TOL = {FP32: {"atol": 1e-4, "rtol": 1e-4}, FP16: {"atol": 1e-2, "rtol": 1e-2},
+       BF16: {"atol": 3e-2, "rtol": 3e-2}}
+INT_POISON = 1 << 30
+
+
+@pytest.fixture(autouse=True)
+def poisoned_workspace(monkeypatch):
+    """Every scratch buffer starts as NaN (floats) or an out-of-range index (ints)."""
+
+    def poisoned(shape, dtype, device):
+        fill = float("nan") if dtype.is_floating_point else INT_POISON
+        return torch.full(shape, fill, dtype=dtype, device=device)
+
+    monkeypatch.setattr(align, "workspace", poisoned)
+
+
+def make_inputs(T, H, I, E, topk, dtype, routing="random", seed=0):
+    """Unit-scale x and weights scaled so out is O(1); routing as the model does it."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, H, generator=g)  # [T, H]
+    w13 = torch.randn(E, 2 * I, H, generator=g) / math.sqrt(H)  # [E, 2I, H]
+    w2 = torch.randn(E, H, I, generator=g) / math.sqrt(I)  # [E, H, I]
+    logits = torch.randn(T, E, generator=g)  # [T, E]
+    if routing == "few_experts":
+        logits[:, [1, E // 2, E - 1]] += 20.0
+    if routing == "one_expert":
+        logits[:, 3] += 20.0
+    weights, ids = route_topk(logits, topk)  # [T, topk] fp32, [T, topk] int32
+    if routing == "padded":
+        ids[::2, 0] = -1
+        ids[1::2, -1] = E
+    to = {"device": DEVICE}
+    return (x.to(dtype=dtype, **to), w13.to(dtype=dtype, **to), w2.to(dtype=dtype, **to),
+            weights.to(**to), ids.to(**to))
+
+
+def run_kernel(x, w13, w2, weights, ids, **kwargs):
+    out = torch.full_like(x, float("nan"))
+    return fused_moe(x, w13, w2, weights, ids, out=out, **kwargs)
+
+
+def test_ref_by_hand():
+    # x = [1, 2]. Expert 0: gate [1, 0] -> 1, up [0, 1] -> 2, h = silu(1) * 2 = 1.4621172,
+    # down [[1], [-1]] -> [1.4621172, -1.4621172], weight 0.5 -> [0.7310586, -0.7310586].
+    # Expert 1: gate [0, 1] -> 2, up [1, 1] -> 3, h = silu(2) * 3 = 5.2847824,
+    # down [[2], [0]] -> [10.5695648, 0], weight 0.25 -> [2.6423912, 0].
+    x = torch.tensor([[1.0, 2.0]])
+    w13 = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]])  # [E=2, 2I=2, H=2]
+    w2 = torch.tensor([[[1.0], [-1.0]], [[2.0], [0.0]]])  # [E=2, H=2, I=1]
+    weights = torch.tensor([[0.5, 0.25]])
+    ids = torch.tensor([[0, 1]])
+    out = fused_moe_ref(x, w13, w2, weights, ids)
+    torch.testing.assert_close(out, torch.tensor([[3.3734498, -0.7310586]]))
+    # Expert parallel, rank 1 of 2 holds expert 1 only: expert 0's slot contributes 0.
+    emap = ep_expert_map(2, ep_rank=1, ep_size=2)
+    out = fused_moe_ref(x, w13[1:], w2[1:], weights, ids, expert_map=emap)
+    torch.testing.assert_close(out, torch.tensor([[2.6423912, 0.0]]))
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    T: int
+    H: int
+    I: int
+    E: int
+    topk: int
+    dtype: torch.dtype = FP32
+    routing: str = "random"
+    config: MoeConfig | None = None
+
+
+RAGGED = MoeConfig(block_m=16, block_n=16, block_k=32)
+CASES = [
+    Case("one token", T=1, H=32, I=16, E=8, topk=2),
+    Case("one token fp16", T=1, H=32, I=16, E=8, topk=2, dtype=FP16),
+    Case("7 tokens fp16", T=7, H=32, I=16, E=8, topk=2, dtype=FP16),
+    Case("33 tokens, several blocks per expert", T=33, H=32, I=16, E=4, topk=2),
+    Case("33 tokens fp16 top-4", T=33, H=32, I=16, E=8, topk=4, dtype=FP16),
+    Case("experts with no tokens", T=9, H=32, I=16, E=16, topk=2, routing="few_experts"),
+    Case("every token on one expert", T=37, H=32, I=16, E=8, topk=2, routing="one_expert"),
+    Case("512 experts top-10", T=3, H=32, I=16, E=512, topk=10, dtype=FP16),
+    Case("512 experts top-10 one token fp32", T=1, H=32, I=16, E=512, topk=10),
+    Case("H, I not block multiples", T=5, H=72, I=40, E=4, topk=2, config=RAGGED),
+    Case("H, I not block multiples fp16", T=5, H=72, I=40, E=4, topk=2, dtype=FP16, config=RAGGED),
+    Case("H, I below one block", T=3, H=20, I=8, E=4, topk=2),
+    Case("ids < 0 or >= E contribute 0", T=6, H=32, I=16, E=8, topk=2, routing="padded"),
+    Case("block_m 32", T=11, H=32, I=16, E=4, topk=2, config=MoeConfig(block_m=32)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_fused_moe_matches_ref(case: Case):
+    x, w13, w2, weights, ids = make_inputs(case.T, case.H, case.I, case.E, case.topk,
+                                           case.dtype, case.routing)
+    out = run_kernel(x, w13, w2, weights, ids, config=case.config)
+    ref = fused_moe_ref(x, w13, w2, weights, ids)
+    assert out.dtype == x.dtype and out.shape == (case.T, case.H)
+    torch.testing.assert_close(out.float(), ref.float(), **TOL[case.dtype])
+
+
+# (E_global, ep_size, ep_rank, T, topk, dtype)
+EP_CASES = [
+    (16, 4, 1, 11, 4, FP32),
+    (16, 4, 3, 1, 4, FP16),
+    (512, 8, 7, 4, 10, FP16),
+]
+
+
+@pytest.mark.parametrize("E, ep_size, ep_rank, T, topk, dtype", EP_CASES)
+def test_expert_parallel_shard(E, ep_size, ep_rank, T, topk, dtype):
+    x, w13, w2, weights, ids = make_inputs(T, 32, 16, E, topk, dtype)
+    emap = ep_expert_map(E, ep_rank, ep_size, device=DEVICE)
+    local = slice(ep_rank * E // ep_size, (ep_rank + 1) * E // ep_size)
+    out = run_kernel(x, w13[local], w2[local], weights, ids, expert_map=emap)
+    ref = fused_moe_ref(x, w13[local], w2[local], weights, ids, expert_map=emap)
+    torch.testing.assert_close(out.float(), ref.float(), **TOL[dtype])
+
+
+def test_expert_parallel_ranks_sum_to_full():
+    E, ep_size = 16, 4
+    x, w13, w2, weights, ids = make_inputs(9, 32, 16, E, 4, FP32)
+    total = torch.zeros_like(x)
+    for rank in range(ep_size):
+        emap = ep_expert_map(E, rank, ep_size, device=DEVICE)
+        local = slice(rank * E // ep_size, (rank + 1) * E // ep_size)
+        total += run_kernel(x, w13[local], w2[local], weights, ids, expert_map=emap)
+    torch.testing.assert_close(total, fused_moe_ref(x, w13, w2, weights, ids), **TOL[FP32])
+
+
+def test_tensor_parallel_shards_sum_to_full():
+    T, H, I, E, topk, tp = 5, 32, 32, 8, 2, 2
+    x, w13, w2, weights, ids = make_inputs(T, H, I, E, topk, FP32)
+    gate, up = w13.split(I, dim=1)  # [E, I, H] each
+    total = torch.zeros_like(x)
+    for rank in range(tp):
+        shard = slice(rank * I // tp, (rank + 1) * I // tp)
+        w13_shard = torch.cat([gate[:, shard], up[:, shard]], dim=1)  # [E, 2I/tp, H]
+        total += run_kernel(x, w13_shard, w2[:, :, shard], weights, ids)  # strided w2 view
+    torch.testing.assert_close(total, fused_moe_ref(x, w13, w2, weights, ids), **TOL[FP32])
+
+
+# (T, E, topk, block_m, ep_size): ep_size > 1 uses rank 0's expert map.
+ALIGN_CASES = [(1, 8, 2, 16, 1), (37, 8, 2, 16, 1), (5, 512, 10, 16, 1), (9, 16, 4, 32, 4)]
+
+
+@pytest.mark.parametrize("T, E, topk, block_m, ep_size", ALIGN_CASES)
+def test_align_groups_every_local_pair_once(T, E, topk, block_m, ep_size):
+    _, _, _, _, ids = make_inputs(T, 16, 16, E, topk, FP32)
+    emap = ep_expert_map(E, 0, ep_size, device=DEVICE) if ep_size > 1 else None
+    local_e = E // ep_size
+    blocks = align.align_experts(ids, local_e, block_m, emap)
+    P = T * topk
+    expected = ids.reshape(-1).long()  # [P]
+    expected = torch.where(expected < local_e, expected, -1)
+    assert blocks.pair_expert.tolist() == expected.tolist()
+    rows = blocks.sorted_pairs.view(-1, block_m).cpu()  # [num_blocks, BLOCK_M]
+    seen = []
+    for b, e in enumerate(blocks.block_expert.tolist()):
+        pairs = [p for p in rows[b].tolist() if p != P]
+        assert e >= 0 or not pairs, f"block {b} past the end holds pairs {pairs}"
+        assert all(expected[p] == e for p in pairs), f"block {b} (expert {e}) holds {pairs}"
+        seen += pairs
+    assert sorted(seen) == [p for p in range(P) if expected[p] >= 0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("T", [1, 64])
+def test_bf16_on_gpu(T):
+    x, w13, w2, weights, ids = make_inputs(T, 256, 128, 512, 10, BF16)
+    out = run_kernel(x, w13, w2, weights, ids)
+    ref = fused_moe_ref(x, w13, w2, weights, ids)
+    torch.testing.assert_close(out.float(), ref.float(), **TOL[BF16])

@@ -19,10 +19,15 @@ log = logging.getLogger("rio_sglang.serve")
 
 def tiny_checkpoint(preset: str = "tiny", seed: int = 0):
     """The cached tiny checkpoint for (preset, seed), generated on first use."""
+    import json
+
     from rio_sglang.tiny import write_tiny_checkpoint
+    from rio_sglang.tiny.writer import GENERATOR_VERSION
 
     path = env.cache_dir() / "checkpoints" / f"{preset}-seed{seed}"
-    if not (path / "config.json").exists():
+    config = path / "config.json"
+    made_by = json.loads(config.read_text()).get("rio_tiny", {}) if config.exists() else {}
+    if made_by.get("generator") != GENERATOR_VERSION:
         log.info("generating %s checkpoint (seed %d) in %s", preset, seed, path)
         write_tiny_checkpoint(path, preset, seed)
     return path

@@ -23,8 +23,14 @@ CPU_FLAGS = (
     "--cuda-graph-backend-decode", "disabled", "--cuda-graph-backend-prefill", "disabled",
     "--skip-server-warmup", "--max-total-tokens", "2048", "--mem-fraction-static", "0.1",
     "--max-running-requests", "8", "--max-mamba-cache-size", "16",
+    # An idle scheduler otherwise spins a core: tests keep several servers up on 2 cores.
+    "--sleep-on-idle",
 )
 PARSER_FLAGS = ("--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder")
+MODEL_PACKAGE = "rio_sglang.models"
+# Logged by our model class when SGLang builds it. SGLang swallows import errors of external
+# model packages and serves its own class of the same name: no mark, no server.
+SERVING_MARK = "rio-sglang model class serving"
 
 
 class ServerStartError(RuntimeError):
@@ -52,6 +58,7 @@ class Server:
     proc: subprocess.Popen
     log_path: Path
     argv: list = field(default_factory=list)
+    expect_mark: bool = True
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -72,6 +79,7 @@ class Server:
                                        + self.log_tail())
             try:
                 if requests.get(f"{self.url}/model_info", timeout=5).status_code == 200:
+                    self._check_serving_class()
                     return
             except requests.RequestException:
                 pass
@@ -79,6 +87,15 @@ class Server:
         self.stop()
         raise ServerStartError(f"server not ready after {timeout:.0f}s; log {self.log_path}:\n"
                                + self.log_tail())
+
+    def _check_serving_class(self) -> None:
+        if not self.expect_mark or SERVING_MARK in self.log_path.read_text(errors="replace"):
+            return
+        self.stop()
+        raise ServerStartError(f"SGLang is serving its built-in class, not rio-sglang's (no "
+                               f"'{SERVING_MARK}' in {self.log_path}); import errors:\n"
+                               + "\n".join(ln for ln in self.log_tail(400).splitlines()
+                                            if "Ignore import error" in ln and "rio_" in ln))
 
     def stop(self, grace: float = 20.0) -> None:
         """Stop the server's own process group (its scheduler and detokenizer children too)."""
@@ -95,8 +112,12 @@ class Server:
 
 
 def launch(model_path, *, port: int | None = None, cpu: bool = True, extra_args=(),
-           log_path=None, environ: dict | None = None) -> Server:
-    """Start `python -m sglang.launch_server` on 127.0.0.1 in its own process group."""
+           log_path=None, environ: dict | None = None, stock: bool = False) -> Server:
+    """Start `python -m sglang.launch_server` on 127.0.0.1 in its own process group.
+
+    Our model class serves through SGLANG_EXTERNAL_MODEL_PACKAGE; `stock=True` leaves it unset
+    so that SGLang's own Qwen3.5 class serves (the benchmark's baseline).
+    """
     port = port or free_port()
     argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_path),
             "--host", "127.0.0.1", "--port", str(port), *PARSER_FLAGS]
@@ -106,7 +127,11 @@ def launch(model_path, *, port: int | None = None, cpu: bool = True, extra_args=
     log_path = Path(log_path or env.cache_dir() / "logs" / f"server-{port}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     e = cpu_env(environ) if cpu else dict(os.environ if environ is None else environ)
+    if stock:
+        e.pop("SGLANG_EXTERNAL_MODEL_PACKAGE", None)
+    else:
+        e["SGLANG_EXTERNAL_MODEL_PACKAGE"] = MODEL_PACKAGE
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=e,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    return Server(f"http://127.0.0.1:{port}", proc, log_path, argv)
+    return Server(f"http://127.0.0.1:{port}", proc, log_path, argv, expect_mark=not stock)

@@ -15,6 +15,7 @@ import torch
 from rio_sglang.checkpoint import verify_checkpoint
 from rio_sglang.tiny import PRESETS, write_tiny_checkpoint
 from rio_sglang.tiny.tokenizer import SPECIAL_TOKENS
+from rio_sglang.tiny.writer import GENERATOR_VERSION
 
 PATTERNS = Path(__file__).parent / "fixtures" / "rio_key_patterns.txt"
 FUSED = ("model.language_model.layers.{L}.mlp.experts.gate_up_proj",
@@ -118,7 +119,8 @@ def test_cli_writes_a_checkpoint(tmp_path):
     subprocess.run([sys.executable, "-m", "rio_sglang.tiny", str(out), "--preset", "tiny",
                     "--seed", "5"], check=True, capture_output=True)
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["rio_tiny"] == {"preset": "tiny", "seed": 5, "expert_layout": "per-expert"}
+    assert cfg["rio_tiny"] == {"preset": "tiny", "seed": 5, "expert_layout": "per-expert",
+                               "generator": GENERATOR_VERSION}
     bad = subprocess.run([sys.executable, "-m", "rio_sglang.tiny", str(out), "--preset", "huge"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "invalid choice: 'huge'" in bad.stderr

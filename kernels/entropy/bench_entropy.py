@@ -27,9 +27,10 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("bench_entropy: needs a GPU (CUDA); nothing was timed on this machine")
         return 0
+    from triton.testing import do_bench
+
     from rio_kernels.entropy.kernel import bytes_moved, softmax_entropy
     from rio_kernels.entropy.ref import softmax_entropy_ref
-    from triton.testing import do_bench
 
     ceiling = copy_ceiling_gbps()
     print(f"device {torch.cuda.get_device_name()}: copy ceiling {ceiling:.0f} GB/s")

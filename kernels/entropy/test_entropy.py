@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+
 from rio_kernels.entropy import kernel
 from rio_kernels.entropy.ref import softmax_entropy_max_ref, softmax_entropy_ref
 

@@ -36,9 +36,10 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("bench_soft_embed: needs a GPU (CUDA); nothing was timed on this machine")
         return 0
+    from triton.testing import do_bench
+
     from rio_kernels.soft_embed import kernel
     from rio_kernels.soft_embed.ref import soft_embed_ref, soft_embed_topk_ref
-    from triton.testing import do_bench
 
     ceiling = copy_ceiling_gbps()
     weight = torch.randn(V, H, device="cuda").to(torch.bfloat16)  # [V, H]

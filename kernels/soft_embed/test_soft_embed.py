@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from rio_kernels.soft_embed import kernel
 from rio_kernels.soft_embed.ref import delimiter_blend_ref, soft_embed_ref, soft_embed_topk_ref
 

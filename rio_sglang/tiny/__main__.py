@@ -1,9 +1,12 @@
-"""CLI: `python -m rio_sglang.tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout L]`."""
+"""CLI: `python -m rio_sglang.tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout L]
+[--config-only]` (the rio-slice presets are always config-only: serve them with
+`--load-format dummy`)."""
 
 import argparse
 import logging
 
 from . import EXPERT_LAYOUTS, PRESETS, write_tiny_checkpoint
+from .writer import write_config_only
 
 
 def main(argv=None) -> None:
@@ -12,9 +15,14 @@ def main(argv=None) -> None:
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--expert-layout", default="per-expert", choices=EXPERT_LAYOUTS)
+    ap.add_argument("--config-only", action="store_true",
+                    help="config, tokenizer and processor without weights")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    write_tiny_checkpoint(args.out_dir, args.preset, args.seed, args.expert_layout)
+    if args.config_only or PRESETS[args.preset].config_only:
+        write_config_only(args.out_dir, args.preset)
+    else:
+        write_tiny_checkpoint(args.out_dir, args.preset, args.seed, args.expert_layout)
 
 
 if __name__ == "__main__":

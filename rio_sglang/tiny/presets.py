@@ -29,6 +29,13 @@ class TinyPreset:
     vision_depth: int = 1
     vision_hidden: int = 32
     init_std: float = 0.02
+    # The output head alone is drawn wider, so that logits are peaked and entropy moves step to
+    # step (SwiReasoning switches on entropy trends; near-uniform logits would leave every
+    # decision to fp16 noise) while activations stay small enough for fp16 parity.
+    head_std: float = 1.0
+    # Real-width slices are written without weights (config, tokenizer, processor) and served
+    # with SGLang's `--load-format dummy`: rio-slice-4 alone would be ~56 GB of bf16 weights.
+    config_only: bool = False
 
 
 PRESETS: dict[str, TinyPreset] = {
@@ -39,6 +46,13 @@ PRESETS: dict[str, TinyPreset] = {
         # The real routing shape (512 experts, top-10) at a hidden size the CPU can carry.
         TinyPreset("tiny-wide", hidden=32, experts=512, topk=10, expert_inter=16, shared_inter=16,
                    attn_heads=2, kv_heads=1, lin_k_heads=1, lin_v_heads=2),
+        # Rio's real widths with few layers, for bench/serve_bench.py on one GPU: 4 layers
+        # (3 Gated DeltaNet + 1 full attention) fit an H100 in bf16, 8 layers an H200.
+        *(TinyPreset(f"rio-slice-{n}", layers=n, hidden=4096, experts=512, topk=10,
+                     expert_inter=1024, shared_inter=1024, vocab=248_320, attn_heads=32,
+                     kv_heads=2, head_dim=256, mrope_section=(11, 11, 10), lin_k_heads=16,
+                     lin_v_heads=64, lin_head_dim=128, init_std=0.02, config_only=True)
+          for n in (4, 8)),
     )
 }
 
@@ -88,6 +102,8 @@ def build_config(preset: TinyPreset, special_ids: dict[str, int]):
         "spatial_merge_size": 2,
         "out_hidden_size": preset.hidden,
         "num_position_embeddings": 64,
+        # As released Qwen3.5 configs say: no deepstack mergers (SGLang defaults to three).
+        "deepstack_visual_indexes": [],
         "initializer_range": preset.init_std,
     }
     return Qwen3_5MoeConfig(

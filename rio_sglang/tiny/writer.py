@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 EXPERT_LAYOUTS = ("per-expert", "fused")
 _FUSED = re.compile(r"^(.*\.mlp\.experts)\.(gate_up_proj|down_proj)$")
 TENSORS_PER_SHARD = 48
+# Bumped whenever the bytes a preset produces change: cached checkpoints are regenerated.
+GENERATOR_VERSION = 5
 
 
 def checkpoint_tensors(state: dict, layout: str) -> dict:
@@ -45,7 +47,7 @@ def checkpoint_tensors(state: dict, layout: str) -> dict:
     return out
 
 
-def _write_shards(tensors: dict, out: Path) -> None:
+def write_shards(tensors: dict, out: Path) -> None:
     from safetensors.torch import save_file
 
     names = sorted(tensors)
@@ -78,9 +80,12 @@ def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int 
                           expert_layout: str = "per-expert", dtype: str = "bfloat16") -> Path:
     """Generate a randomly initialised checkpoint of the real architecture into `out_dir`."""
     import torch
-    from transformers import GenerationConfig, Qwen3_5MoeForConditionalGeneration
+    from transformers import Qwen3_5MoeForConditionalGeneration
 
     p = PRESETS[preset] if isinstance(preset, str) else preset
+    if p.config_only:
+        raise ValueError(f"preset {p.name} is config-only (real widths): write it with "
+                         "write_config_only and serve it with --load-format dummy")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(p.vocab)
@@ -89,19 +94,47 @@ def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int 
     torch.manual_seed(seed)
     # Built in fp32 and converted: a dtype inside text_config breaks transformers' forward.
     model = Qwen3_5MoeForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, p.head_std)
+        # Special tokens keep the narrow init: a random model then rarely ends a turn (or
+        # opens a vision block) on its own, and answers run to max_tokens as tests expect.
+        special = torch.tensor(sorted(ids.values()))
+        model.lm_head.weight[special] *= p.init_std / p.head_std
     state = {k: v.to(getattr(torch, dtype)) for k, v in model.state_dict().items()}
-    _write_shards(checkpoint_tensors(state, expert_layout), out)
+    write_shards(checkpoint_tensors(state, expert_layout), out)
+    _write_metadata(out, config, tokenizer, ids, dtype, {
+        "preset": p.name, "seed": seed, "expert_layout": expert_layout,
+        "generator": GENERATOR_VERSION})
+    log.info("wrote %s checkpoint (seed %d, %d experts, %s layout) to %s",
+             p.name, seed, p.experts, expert_layout, out)
+    return out
+
+
+def write_config_only(out_dir, preset: str | TinyPreset, dtype: str = "bfloat16") -> Path:
+    """config.json, tokenizer and processor of `preset`, no weights: serve with
+    `--load-format dummy` (SGLang's random initialisation). Any preset; the rio-slice ones
+    (real widths) can only be written this way."""
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(p.vocab)
+    ids = special_ids(tokenizer)
+    _write_metadata(out, build_config(p, ids), tokenizer, ids, dtype, {
+        "preset": p.name, "weights": "none (--load-format dummy)", "generator": GENERATOR_VERSION})
+    log.info("wrote %s config, tokenizer and processor (no weights) to %s", p.name, out)
+    return out
+
+
+def _write_metadata(out: Path, config, tokenizer, ids: dict, dtype: str, made_by: dict) -> None:
+    from transformers import GenerationConfig
 
     cfg = config.to_dict()
     cfg["dtype"] = dtype
     # SGLang derives layer types from this key (transformers consumes it and drops it).
     cfg["text_config"]["full_attention_interval"] = 4
-    cfg["rio_tiny"] = {"preset": p.name, "seed": seed, "expert_layout": expert_layout}
+    cfg["rio_tiny"] = made_by
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     gen = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     gen.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     _write_processor(tokenizer, out)
-    log.info("wrote %s checkpoint (seed %d, %d experts, %s layout) to %s",
-             p.name, seed, p.experts, expert_layout, out)
-    return out

@@ -1,0 +1,1 @@
+"""The Rio model's layers, composed from SGLang's building blocks (this package imports SGLang)."""

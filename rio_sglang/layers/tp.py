@@ -1,0 +1,39 @@
+"""Tensor-parallel shard helpers shared by our layers' weight loaders."""
+
+from __future__ import annotations
+
+import torch
+
+
+def tp_rank_size() -> tuple[int, int]:
+    from sglang.srt.distributed.parallel_state import (
+        get_tensor_model_parallel_rank,
+        get_tensor_model_parallel_world_size,
+    )
+
+    return get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size()
+
+
+def shard_rows(t: torch.Tensor, dim: int, rank: int, size: int) -> torch.Tensor:
+    """This rank's equal slice of `t` along `dim` (the full length must divide by `size`)."""
+    n = t.shape[dim]
+    if n % size:
+        raise ValueError(f"cannot shard {tuple(t.shape)} dim {dim} over {size} ranks")
+    return t.narrow(dim, rank * (n // size), n // size)
+
+
+def check_shape(name: str, got: torch.Size, want: tuple) -> None:
+    if tuple(got) != tuple(want):
+        raise ValueError(f"{name}: checkpoint shape {tuple(got)}, expected {tuple(want)}")
+
+
+def copy_into(param: torch.Tensor, loaded: torch.Tensor, name: str) -> None:
+    check_shape(name, loaded.shape, param.shape)
+    param.data.copy_(loaded)
+
+
+def unpadded(config, name: str) -> int:
+    """`config.<name>` before SGLang's CPU alignment padding (it pads intermediate sizes to 32 on
+    `--device cpu` and keeps the checkpoint's value as `original_<name>`); our kernels and the
+    strict loader want the checkpoint's size."""
+    return getattr(config, f"original_{name}", None) or getattr(config, name)

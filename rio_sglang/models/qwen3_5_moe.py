@@ -1,0 +1,88 @@
+"""Rio 3.5 Open / Qwen3.5-MoE served by SGLang with our layers, our MoE kernels, strict loading.
+
+Registered through SGLANG_EXTERNAL_MODEL_PACKAGE=rio_sglang.models; SGLang builds it for any
+checkpoint whose `architectures[0]` is `Qwen3_5MoeForConditionalGeneration`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sglang.srt.distributed.parallel_state import get_tensor_model_parallel_world_size
+from sglang.srt.models.qwen3_vl import Qwen3VLForConditionalGeneration
+
+from rio_sglang.checkpoint import verify_checkpoint
+from rio_sglang.layers.decoder import RioTextModel
+from rio_sglang.runtime.engine import ReasoningRuntime
+from rio_sglang.server import SERVING_MARK
+from rio_sglang.weights import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+# The class name must equal the checkpoint's architectures[0]: SGLang keys hybrid prefix
+# caching, multimodal detection, the processor and per-model defaults on it.
+class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
+    """Vision tower and multimodal embedding from SGLang's Qwen3-VL wrapper; the language model
+    (Gated DeltaNet + gated attention + our MoE) is `RioTextModel`."""
+
+    def __init__(self, config, quant_config=None, prefix: str = ""):
+        # Qwen3.5's vision tower has no deepstack mergers (transformers' config has no such
+        # field); SGLang's Qwen3-VL vision config defaults to three, which would stay random.
+        if getattr(config, "vision_config", None) is not None:
+            config.vision_config.deepstack_visual_indexes = []
+        model_path = getattr(config, "_name_or_path", "")  # the text config below has none
+        super().__init__(config, quant_config, prefix, language_model_cls=RioTextModel)
+        rope = getattr(self.config, "rope_parameters", None) or self.config.rope_scaling or {}
+        self.is_mrope_enabled = not self.language_model_only and "mrope_section" in rope
+        self.tp_size = get_tensor_model_parallel_world_size()
+        self.reasoning = None  # built on the first batch that asks for latent reasoning
+        self.model_path = model_path
+        log.warning("%s: %s.%s (%d layers, %d experts top-%d)", SERVING_MARK,
+                    type(self).__module__, type(self).__qualname__, self.config.num_hidden_layers,
+                    self.config.num_experts, self.config.num_experts_per_tok)
+
+    def forward(self, input_ids, positions, forward_batch, get_embedding: bool = False,
+                pp_proxy_tensors=None):
+        """SGLang's forward, plus SwiReasoning when the batch holds latent/switch requests."""
+        admission = (forward_batch.model_specific_states or {}).get("rio_reasoning")
+        runtime = self._reasoning_runtime(forward_batch) if admission is not None else None
+        if runtime is not None:
+            runtime.admit(admission)
+            weight = self.model.embed_tokens.weight
+            self.model.embed_override = lambda ids, h, fb: runtime.override_embeds(
+                fb.input_ids, h, fb, weight)
+        try:
+            out = super().forward(input_ids, positions, forward_batch, get_embedding,
+                                  pp_proxy_tensors)
+        finally:
+            self.model.embed_override = None
+        if runtime is not None and not get_embedding:
+            runtime.end(forward_batch, out.next_token_logits)
+        return out
+
+    def _reasoning_runtime(self, forward_batch):
+        if self.reasoning is None:
+            if self.tp_size > 1:
+                raise NotImplementedError("latent reasoning with tensor parallelism is not "
+                                          "implemented yet: serve latent/switch requests at TP 1")
+            from sglang.srt.model_executor.forward_context import get_req_to_token_pool
+
+            self.reasoning = ReasoningRuntime(
+                get_req_to_token_pool().size + 1, self.config.vocab_size,
+                self.model_path, self.model.embed_tokens.weight.device,
+                self.model.embed_tokens.weight.dtype)
+        return self.reasoning
+
+    def load_weights(self, weights) -> None:
+        path = self.model_path
+        if path and Path(path).is_dir():
+            # Every shard present and sized as its header says, before a weight is read.
+            log.warning("rio-sglang serving %s", verify_checkpoint(path).describe())
+        self.rio_params = dict(self.named_parameters())
+        n = load_checkpoint(self, weights)
+        log.warning("rio-sglang loaded %d checkpoint tensors strictly", n)
+
+
+EntryClass = [Qwen3_5MoeForConditionalGeneration]

@@ -1,0 +1,180 @@
+"""Checkpoint name -> our parameter: one mapping table and a thin strict loop.
+
+Called by the model's `load_weights`. Expected names and shapes come from transformers' own
+Qwen3.5-MoE classes built on the meta device, so loading is strict about missing, unexpected
+and wrongly shaped tensors. No SGLang import here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+LM = r"^model\.language_model\."
+LAYER = LM + r"layers\.(\d+)\."
+
+
+class WeightLoadError(RuntimeError):
+    """Raised with every missing, unexpected and wrongly shaped name at once."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: re.Pattern
+    load: Callable  # (model, match, tensor, name) -> list of (param name, fills)
+
+
+def _param(target: str):
+    """Copy into one parameter through its own (TP-aware) weight_loader."""
+
+    def load(model, m, w, name):
+        target_name = target.format(*m.groups())
+        param = model.rio_params[target_name]
+        loader = getattr(param, "weight_loader", None)
+        # Unsharded (TP 1) the parameter's shape is the checkpoint's; sharded, SGLang's own
+        # loaders narrow the full tensor and check the slice.
+        if (loader is None or model.tp_size == 1) and tuple(param.shape) != tuple(w.shape):
+            raise ValueError(f"shape {tuple(w.shape)}, expected {tuple(param.shape)}")
+        if loader is None:
+            param.data.copy_(w)
+        else:
+            loader(param, w)
+        return [(target_name, 1)]
+
+    return load
+
+
+def _layer(model, m):
+    return model.model.layers[int(m.group(1))]
+
+
+def _expert(model, m, w, name):
+    layer, e, which = _layer(model, m), int(m.group(2)), m.group(3)
+    layer.mlp.load_expert(e, which, w, name)
+    return [(f"model.layers.{m.group(1)}.mlp.{'w2' if which == 'down_proj' else 'w13'}", 1)]
+
+
+def _fused_experts(model, m, w, name):
+    mlp = _layer(model, m).mlp
+    which = "down_proj" if m.group(2) == "down_proj" else "gate_up_proj"
+    mlp.load_fused(which, w, name)
+    target = "w2" if which == "down_proj" else "w13"
+    return [(f"model.layers.{m.group(1)}.mlp.{target}", mlp.e * (1 if target == "w2" else 2))]
+
+
+def _shared(model, m, w, name):
+    which = m.group(2)
+    _layer(model, m).mlp.load_shared(which, w, name)
+    target = "shared_down" if which == "down_proj" else "shared_gate_up"
+    return [(f"model.layers.{m.group(1)}.mlp.{target}.weight", 1)]
+
+
+def _qkv(model, m, w, name):
+    _layer(model, m).self_attn.load_qkv(m.group(2), w, name)
+    return [(f"model.layers.{m.group(1)}.self_attn.qkv_proj.weight", 1)]
+
+
+def _gdn(method: str, param: str):
+    def load(model, m, w, name):
+        gdn = _layer(model, m).linear_attn
+        if method == "per_head":
+            gdn.load_per_head(getattr(gdn, param), w, name)
+        else:
+            getattr(gdn, method)(w, name)
+        return [(f"model.layers.{m.group(1)}.linear_attn.{param}", 1)]
+
+    return load
+
+
+def _r(pattern: str, load) -> Rule:
+    return Rule(re.compile(pattern), load)
+
+
+RULES: tuple[Rule, ...] = (
+    _r(LM + r"embed_tokens\.weight$", _param("model.embed_tokens.weight")),
+    _r(r"^lm_head\.weight$", _param("lm_head.weight")),
+    _r(LM + r"norm\.weight$", _param("model.norm.weight")),
+    _r(LAYER + r"(input_layernorm|post_attention_layernorm)\.weight$",
+       _param("model.layers.{0}.{1}.weight")),
+    _r(LAYER + r"self_attn\.(q|k|v)_proj\.weight$", _qkv),
+    _r(LAYER + r"self_attn\.(o_proj|q_norm|k_norm)\.weight$",
+       _param("model.layers.{0}.self_attn.{1}.weight")),
+    _r(LAYER + r"linear_attn\.in_proj_qkv\.weight$", _gdn("load_in_proj_qkv", "in_proj_qkv.weight")),
+    _r(LAYER + r"linear_attn\.conv1d\.weight$", _gdn("load_conv1d", "conv_weight")),
+    _r(LAYER + r"linear_attn\.A_log$", _gdn("per_head", "A_log")),
+    _r(LAYER + r"linear_attn\.dt_bias$", _gdn("per_head", "dt_bias")),
+    _r(LAYER + r"linear_attn\.(in_proj_z|in_proj_b|in_proj_a|out_proj|norm)\.weight$",
+       _param("model.layers.{0}.linear_attn.{1}.weight")),
+    _r(LAYER + r"mlp\.gate\.weight$", _param("model.layers.{0}.mlp.gate.weight")),
+    _r(LAYER + r"mlp\.shared_expert_gate\.weight$",
+       _param("model.layers.{0}.mlp.shared_expert_gate.weight")),
+    _r(LAYER + r"mlp\.shared_expert\.(gate_proj|up_proj|down_proj)\.weight$", _shared),
+    _r(LAYER + r"mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$", _expert),
+    _r(LAYER + r"mlp\.experts\.(gate_up_proj|down_proj)$", _fused_experts),
+    _r(r"^model\.visual\.(.+\.attn)\.qkv\.(weight|bias)$", _param("visual.{0}.qkv_proj.{1}")),
+    _r(r"^model\.visual\.(.+)$", _param("visual.{0}")),
+)
+# Multi-token-prediction weights: recognised, reported, not loaded (no MTP head yet).
+SKIPPED = re.compile(r"^mtp\.")
+
+
+def expected_fills(model) -> dict[str, int]:
+    """How many loads complete each parameter (experts: one per expert and projection)."""
+    fills = {}
+    for name, _ in model.named_parameters():
+        if name.endswith(".mlp.w13"):
+            fills[name] = 2 * model.config.num_experts
+        elif name.endswith(".mlp.w2"):
+            fills[name] = model.config.num_experts
+        elif name.endswith("self_attn.qkv_proj.weight"):
+            fills[name] = 3  # q (with its gate), k, v
+        elif name.endswith("shared_gate_up.weight"):
+            fills[name] = 2
+        else:
+            fills[name] = 1
+    return fills
+
+
+def _first(items: list, n: int = 8) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def load_checkpoint(model, weights: Iterable) -> int:
+    """Load every (name, tensor); raise WeightLoadError listing all problems. Returns count."""
+    filled: Counter = Counter()
+    unexpected, wrong, skipped, n = [], [], [], 0
+    for name, w in weights:
+        if SKIPPED.match(name):
+            skipped.append(name)
+            continue
+        rule = next((r for r in RULES if r.pattern.match(name)), None)
+        target = None
+        if rule is not None:
+            m = rule.pattern.match(name)
+            try:
+                for target, k in rule.load(model, m, w, name):
+                    filled[target] += k
+                n += 1
+            except KeyError:
+                unexpected.append(name)
+            except (ValueError, AssertionError, RuntimeError, IndexError) as e:
+                wrong.append(str(e) if name in str(e) else f"{name}: {e}")
+        else:
+            unexpected.append(name)
+    need = expected_fills(model)
+    missing = sorted(p for p, k in need.items() if filled[p] < k)
+    over = sorted(p for p, k in filled.items() if p in need and k > need[p])
+    problems = {"missing": missing, "unexpected": unexpected, "wrongly shaped": wrong,
+                "loaded twice": over}
+    if any(problems.values()):
+        raise WeightLoadError("checkpoint does not match the model; " + "; ".join(
+            f"{len(v)} {k}: {_first(v)}" for k, v in problems.items() if v))
+    if skipped:
+        log.warning("%d mtp.* tensors present and not loaded (no MTP head in rio-sglang yet)",
+                    len(skipped))
+    return n

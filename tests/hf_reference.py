@@ -1,0 +1,55 @@
+"""transformers' own Qwen3.5-MoE as the reference the server is compared with (tests only)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=4)
+def hf_model(path: str, dtype: torch.dtype = torch.float16):
+    from transformers import Qwen3_5MoeForConditionalGeneration
+
+    model = Qwen3_5MoeForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    return model.eval()
+
+
+def hf_greedy(path, ids: list[int], n: int) -> list[int]:
+    x = torch.tensor([ids])
+    out = hf_model(str(path)).generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    return out[0, x.shape[1]:].tolist()
+
+
+def hf_logprobs(path, ids: list[int]) -> torch.Tensor:
+    """log p(ids[t] | ids[:t]) for t >= 1: [len(ids) - 1] fp32."""
+    with torch.no_grad():
+        logits = hf_model(str(path))(torch.tensor([ids])).logits[0].float()  # [T, V]
+    return torch.log_softmax(logits, -1)[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+def sample_image(size: int = 64):
+    """A deterministic RGB image (gradient + squares) and its PNG data URL."""
+    from PIL import Image
+
+    img = Image.new("RGB", (size, size))
+    img.putdata([((x * 4) % 256, (y * 4) % 256, ((x // 16 + y // 16) % 2) * 255)
+                 for y in range(size) for x in range(size)])
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return img, "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def hf_greedy_image(path, question: str, n: int) -> list[int]:
+    from transformers import AutoProcessor
+
+    img, _ = sample_image()
+    proc = AutoProcessor.from_pretrained(path)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    prompt = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = proc(text=[prompt], images=[img], return_tensors="pt")
+    out = hf_model(str(path)).generate(**inputs, max_new_tokens=n, min_new_tokens=n,
+                                       do_sample=False)
+    return out[0, inputs["input_ids"].shape[1]:].tolist()

@@ -1,0 +1,88 @@
+"""Our model class through the real SGLang server equals transformers, token for token.
+
+Every tiny preset; prompts of 1, 17 and 60 tokens; four concurrent prompts; prefill
+log-probabilities within fp16 tolerance; one image request.
+"""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+import torch
+from hf_reference import hf_greedy, hf_greedy_image, hf_logprobs, sample_image
+
+from rio_sglang.server import SERVING_MARK, launch
+from rio_sglang.tiny import write_tiny_checkpoint
+
+pytestmark = pytest.mark.server
+NEW = 8
+PROMPT_LENGTHS = (1, 17, 60)
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny-deep", "tiny-wide"])
+def preset_server(request, tmp_path_factory):
+    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp(request.param) / "ckpt", request.param,
+                                 seed=0)
+    srv = launch(ckpt, log_path=tmp_path_factory.mktemp("logs") / f"{request.param}.log")
+    try:
+        srv.wait_ready(timeout=600)
+        yield request.param, ckpt, srv
+    finally:
+        srv.stop()
+
+
+def prompt(n: int, seed: int, vocab: int = 500) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(13, vocab) for _ in range(n)]  # ordinary tokens (specials are 0..12)
+
+
+def generate(srv, ids: list[int], **extra) -> dict:
+    body = {"input_ids": ids, "sampling_params": {
+        "max_new_tokens": NEW, "min_new_tokens": NEW, "temperature": 0}, **extra}
+    r = requests.post(srv.url + "/generate", json=body, timeout=900)
+    assert r.status_code == 200, r.text[:500]
+    return r.json()
+
+
+@pytest.mark.parametrize("length", PROMPT_LENGTHS)
+def test_greedy_tokens_equal_transformers(preset_server, length):
+    _, ckpt, srv = preset_server
+    assert SERVING_MARK in srv.log_path.read_text()
+    ids = prompt(length, seed=length)
+    assert generate(srv, ids)["output_ids"] == hf_greedy(ckpt, ids, NEW)
+
+
+def test_concurrent_batch_equals_transformers(preset_server):
+    _, ckpt, srv = preset_server
+    prompts = [prompt(n, seed=100 + n) for n in (3, 9, 14, 22)]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        got = list(pool.map(lambda ids: generate(srv, ids)["output_ids"], prompts))
+    assert got == [hf_greedy(ckpt, ids, NEW) for ids in prompts]
+
+
+def test_prefill_logprobs_within_fp16_tolerance(preset_server):
+    _, ckpt, srv = preset_server
+    ids = prompt(24, seed=7)
+    meta = generate(srv, ids, return_logprob=True, logprob_start_len=0)["meta_info"]
+    got = torch.tensor([lp for lp, _, _ in meta["input_token_logprobs"][1:]])
+    want = hf_logprobs(ckpt, ids)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=1e-2)
+
+
+def test_image_request_equals_transformers(preset_server):
+    preset, ckpt, srv = preset_server
+    if preset == "tiny-wide":
+        pytest.skip("the vision tower is the same in every preset: tiny and tiny-deep suffice")
+    _, url = sample_image()
+    body = {"model": "default", "max_tokens": NEW, "min_tokens": NEW, "temperature": 0,
+            "return_output_ids_in_sglext": True, "separate_reasoning": False,
+            "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "Describe the image."}]}]}
+    r = requests.post(srv.url + "/v1/chat/completions", json=body, timeout=900)
+    assert r.status_code == 200, r.text[:500]
+    assert r.json()["sglext"]["output_ids"] == [hf_greedy_image(ckpt, "Describe the image.", NEW)]

@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["rio_sglang", "rio_kernels", "rio_frontend", "rio_sglang.tiny", "rio_sglang.env",
            "rio_sglang.checkpoint", "rio_sglang.server", "rio_sglang.serve", "rio_sglang.cpu",
-           ]
+           "rio_sglang.reasoning", "rio_kernels.fused_moe"]
 
 PROBE = """
 import sys, importlib

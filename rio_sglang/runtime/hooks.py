@@ -1,0 +1,212 @@
+"""Hooks into SGLang 0.5.23 for per-request reasoning (installed by the plugin in every process).
+
+1. `SamplingParams.verify`: a bad `custom_params.rio_reasoning` is a ValueError -> HTTP 400.
+2. `ForwardBatch.init_new`: admit new reasoning requests (their slot and spec) for the model.
+3. `SchedulerOutputStreamer` + `TokenizerManager`: finished requests carry
+   `meta_info["rio_reasoning"]`, a dict of statistics; OpenAI responses carry it in
+   `metadata["rio_reasoning"]`.
+4. CUDA-graph runners decode batches with latent requests eagerly.
+5. The radix cache never keys KV written by latent steps: reasoning requests insert no more
+   than what the tree already held when they finished.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpecError
+from rio_sglang.runtime import requests as rq
+
+log = logging.getLogger(__name__)
+STATS_KEY = "rio_reasoning"
+_installed = False
+
+
+def _patch_verify() -> None:
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    original = SamplingParams.verify
+
+    @functools.wraps(original)
+    def verify(self, vocab_size):
+        original(self, vocab_size)
+        try:
+            spec = rq.spec_of(self.custom_params)
+            if spec is not None:
+                spec.validate(vocab_size)
+        except ReasoningSpecError as e:
+            # str(e) starts with the field: "window: must be >= 1, got -1"
+            raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
+        if rq.uses_latent(spec) and _tp_size() > 1:
+            raise ValueError(
+                f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning needs a TP 1 server "
+                f"(this one runs TP {_tp_size()}); use mode 'explicit' here")
+        if rq.uses_latent(spec) and _speculative_algorithm():
+            raise ValueError(
+                f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run under "
+                f"speculative decoding ({_speculative_algorithm()}): draft tokens would be "
+                "verified against soft inputs; use mode 'explicit' or a server without "
+                "--speculative-algorithm")
+
+    SamplingParams.verify = verify
+
+
+def _speculative_algorithm() -> str | None:
+    from sglang.srt import runtime_context
+
+    try:
+        algo = runtime_context.get_spec().speculative_algorithm
+    except (RuntimeError, LookupError, AttributeError, ValueError):  # no context: no refusal
+        return None
+    return str(algo) if algo else None
+
+
+def _tp_size() -> int:
+    from sglang.srt import runtime_context
+
+    try:
+        return int(runtime_context.get_parallel().tp_size)
+    except (RuntimeError, LookupError, AttributeError, ValueError, TypeError):
+        return 1
+
+
+def _patch_init_new() -> None:
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+
+    original = ForwardBatch.init_new.__func__
+
+    @functools.wraps(original)
+    def init_new(cls, batch, model_runner, **kwargs):
+        fb = original(cls, batch, model_runner, **kwargs)
+        admission, active = rq.Admission(), False
+        for req in batch.reqs:
+            spec = rq.spec_of(req.sampling_params.custom_params)
+            if not rq.uses_latent(spec):
+                continue
+            active = True
+            if req.rid not in rq.TRACKED:
+                slot = int(req.kv.req_pool_idx)
+                rq.TRACKED[req.rid] = rq.Tracked(slot, spec)
+                admission.slots.append(slot)
+                admission.specs.append(spec)
+                admission.max_new_tokens.append(int(req.sampling_params.max_new_tokens or 1))
+        if active:
+            states = dict(fb.model_specific_states or {})
+            states[STATS_KEY] = admission
+            fb.model_specific_states = states
+        return fb
+
+    ForwardBatch.init_new = classmethod(init_new)
+
+
+def _patch_streamer() -> None:
+    from sglang.srt.managers.scheduler_components.output_streamer import SchedulerOutputStreamer
+
+    from rio_sglang.runtime import engine
+
+    def build(self, reqs) -> dict[str, list]:
+        values = []  # per request: [] until it finishes, then [its statistics]
+        for req in reqs:
+            spec = rq.spec_of(req.sampling_params.custom_params)
+            if spec is None or not req.finished():
+                values.append([])
+                continue
+            tracked = rq.TRACKED.pop(req.rid, None)
+            values.append([engine.finish(tracked, len(req.output_ids))])
+        return {STATS_KEY: values}
+
+    SchedulerOutputStreamer.has_additional_customized_info = True
+    SchedulerOutputStreamer.build_additional_customized_info = build
+    SchedulerOutputStreamer.is_request_level_customized_info_key = (
+        lambda self, key: key == STATS_KEY)
+
+
+def _patch_meta_info() -> None:
+    """The tokenizer manager accumulates customized info into lists; ours is one dict."""
+    from sglang.srt.managers.tokenizer_manager import TokenizerManager
+
+    original = TokenizerManager._accumulate_request_meta_info
+
+    def accumulate(meta_info, state, key, values):
+        if key != STATS_KEY:
+            return original(meta_info, state, key, values)
+        if values:
+            meta_info[key] = values[-1]
+
+    TokenizerManager._accumulate_request_meta_info = staticmethod(accumulate)
+
+
+def _patch_openai() -> None:
+    """OpenAI responses carry the statistics in `metadata["rio_reasoning"]` (non-streaming)."""
+    from sglang.srt.entrypoints.openai.serving_chat import OpenAIServingChat
+    from sglang.srt.entrypoints.openai.serving_completions import OpenAIServingCompletion
+
+    def wrap(cls, name):
+        original = getattr(cls, name)
+
+        @functools.wraps(original)
+        def build(self, request, ret, *args, **kwargs):
+            response = original(self, request, ret, *args, **kwargs)
+            stats = [item.get("meta_info", {}).get(STATS_KEY) for item in ret]
+            if any(s is not None for s in stats) and hasattr(response, "metadata"):
+                meta = dict(response.metadata or {})
+                meta[STATS_KEY] = stats[0] if len(stats) == 1 else stats
+                response.metadata = meta
+            return response
+
+        setattr(cls, name, build)
+
+    wrap(OpenAIServingChat, "_build_chat_response")
+    wrap(OpenAIServingCompletion, "_build_completion_response")
+
+
+def _patch_graph_runners() -> None:
+    """Graph replay never re-runs the Python of `model.forward`, where the reasoning runtime
+    lives: batches holding latent/switch requests decode eagerly (correct, slower)."""
+    from sglang.srt.model_executor.runner.decode_cuda_graph_runner import DecodeCudaGraphRunner
+    from sglang.srt.model_executor.runner.prefill_cuda_graph_runner import (
+        PrefillCudaGraphRunner,
+    )
+
+    for cls in (DecodeCudaGraphRunner, PrefillCudaGraphRunner):
+        original = cls.can_run_graph
+
+        def can_run_graph(self, forward_batch, _original=original):
+            if STATS_KEY in (forward_batch.model_specific_states or {}):
+                return False
+            return _original(self, forward_batch)
+
+        cls.can_run_graph = can_run_graph
+
+
+def _patch_radix_cache() -> None:
+    from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
+
+    original = UnifiedRadixCache.checkpoint_into_tree
+
+    @functools.wraps(original)
+    def checkpoint_into_tree(self, req, *, up_to: int, **kwargs):
+        # Past the prompt, a latent request's KV (and its GDN state) belongs to soft inputs, not
+        # to the token ids it would be keyed by: insert nothing beyond what the tree holds.
+        past_prompt = up_to > len(req.origin_input_ids)
+        if past_prompt and rq.uses_latent(rq.spec_of(req.sampling_params.custom_params)):
+            up_to = min(up_to, req.kv.cache_protected_len)
+        return original(self, req, up_to=up_to, **kwargs)
+
+    UnifiedRadixCache.checkpoint_into_tree = checkpoint_into_tree
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    _patch_verify()
+    _patch_init_new()
+    _patch_streamer()
+    _patch_meta_info()
+    _patch_openai()
+    _patch_graph_runners()
+    _patch_radix_cache()
+    log.info("rio-sglang reasoning hooks installed")

@@ -1,0 +1,40 @@
+"""Per-request reasoning bookkeeping on the scheduler side (host only, no SGLang import).
+
+The model and the scheduler share a process (TP rank 0), so this module-level registry is how the
+forward hook hands new requests to the model and how the output streamer gets statistics back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpec
+
+
+@dataclass
+class Admission:
+    """Requests whose slots the model must reset before this forward."""
+
+    slots: list[int] = field(default_factory=list)
+    specs: list[ReasoningSpec] = field(default_factory=list)
+    max_new_tokens: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Tracked:
+    slot: int
+    spec: ReasoningSpec
+
+
+TRACKED: dict[str, Tracked] = {}  # rid -> slot and spec, from admission to finish
+
+
+def spec_of(custom_params) -> ReasoningSpec | None:
+    """The request's spec from `sampling_params.custom_params`, or None if it asked for none."""
+    if not isinstance(custom_params, dict) or SPEC_KEY not in custom_params:
+        return None
+    return ReasoningSpec.from_json(custom_params[SPEC_KEY])
+
+
+def uses_latent(spec: ReasoningSpec | None) -> bool:
+    return spec is not None and spec.mode != "explicit"

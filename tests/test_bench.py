@@ -1,0 +1,99 @@
+"""bench/: the real-width slice presets (written without weights), the decode-roofline bytes
+checked by hand, and the CPU mode of bench/serve_bench.py end to end: our class and SGLang's
+stock class both serve a config-only tiny checkpoint with `--load-format dummy`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.report import FIGURES
+from bench.roofline import decode_step_bytes
+from launch.memory import RIO_CONFIG
+from rio_sglang.tiny import PRESETS, write_tiny_checkpoint
+from rio_sglang.tiny.writer import write_config_only
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_rio_slice_is_real_width_and_written_without_weights(tmp_path):
+    ckpt = write_config_only(tmp_path / "slice", "rio-slice-4")
+    text = json.loads((ckpt / "config.json").read_text())["text_config"]
+    rio = json.loads(RIO_CONFIG.read_text())["text_config"]
+    same = ("hidden_size", "vocab_size", "num_experts", "num_experts_per_tok",
+            "moe_intermediate_size", "shared_expert_intermediate_size", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "linear_num_key_heads", "linear_num_value_heads",
+            "linear_key_head_dim", "linear_value_head_dim", "full_attention_interval")
+    assert {k: text[k] for k in same} == {k: rio[k] for k in same}
+    assert text["layer_types"] == ["linear_attention"] * 3 + ["full_attention"]
+    assert text["rope_parameters"]["mrope_section"] == [11, 11, 10]
+    assert not list(ckpt.glob("*.safetensors*"))  # no shard, no index
+    tok = json.loads((ckpt / "tokenizer.json").read_text())
+    ids = set(tok["model"]["vocab"].values()) | {t["id"] for t in tok["added_tokens"]}
+    assert ids == set(range(248_320))  # BPE + specials + filler: exactly the embedding rows
+    assert PRESETS["rio-slice-8"].layers == 8 and PRESETS["rio-slice-8"].config_only
+    with pytest.raises(ValueError, match="config-only"):
+        write_tiny_checkpoint(tmp_path / "no", "rio-slice-4")
+
+
+def test_decode_step_bytes_by_hand():
+    cfg = copy.deepcopy(json.loads(RIO_CONFIG.read_text()))
+    cfg["text_config"]["num_hidden_layers"] = 4  # rio-slice-4: layers 0-2 GDN, layer 3 attention
+    got = decode_step_bytes(cfg, context=1000)
+    H, I, V, B = 4096, 1024, 248_320, 2
+    assert got["experts"] == 4 * 10 * 3 * H * I * B  # 10 of 512 experts, gate+up+down
+    assert got["shared_expert"] == 4 * (3 * H * I + H) * B
+    assert got["router_and_norms"] == 4 * (512 * H + 2 * H) * B + H * B  # + the final norm
+    assert got["lm_head"] == V * H * B and got["embedding_row"] == H * B
+    assert got["attention"] == ((2 * 32 + 2 * 2) * 256 * H + H * 32 * 256 + 2 * 256) * B
+    assert got["kv_cache"] == 1001 * 2 * 2 * 256 * B  # K and V, 2 heads, one layer
+    conv = (2 * 16 * 128 + 64 * 128) * 3 * B
+    assert got["gdn_state"] == 2 * 3 * (conv + 64 * 128 * 128 * 4)  # read + write, fp32 SSM
+
+
+@pytest.mark.gpu
+def test_copy_bandwidth_is_measured():
+    from bench.roofline import measure_copy_gbs
+
+    assert measure_copy_gbs(nbytes=256 << 20, iters=5) > 100
+
+
+@pytest.mark.server
+def test_cpu_bench_both_servers_every_figure(tmp_path):
+    out = tmp_path / "bench"
+    environ = {**os.environ, "RIO_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "bench.serve_bench", "--cpu", "--out", str(out)],
+                          cwd=ROOT, env=environ, capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "] ours c=1: 2 prompts" in done.stderr  # progress on the terminal
+    report = json.loads((out / "report.json").read_text())
+    rows = {(r["server"], r["mode"], r["concurrency"]): r for r in report["rows"]}
+    expected = {(s, None, c) for s in ("ours", "stock") for c in (1, 2)}
+    expected |= {("ours", m, c) for m in ("explicit", "latent", "switch") for c in (1, 2)}
+    assert set(rows) == expected
+    for key, row in rows.items():
+        assert row["completed"] >= 2, key
+        for figure in FIGURES:
+            assert row[figure] is not None and row[figure] > 0, (key, figure)
+    assert rows[("ours", "latent", 1)]["reasoning"]["latent_steps"] > 0
+    for name in ("ours_over_stock", "latent_over_explicit", "switch_over_explicit"):
+        assert set(report["ratios"][name]) == {"1", "2"}
+        assert all(v > 0 for v in report["ratios"][name].values()), name
+    for server in ("ours", "stock"):
+        roof = report["roofline"][server]
+        assert roof["bytes_per_step"] > 0 and roof["achieved_gbs"] > 0 and roof["step_ms"] > 0
+        assert roof["fraction"] is None  # no bandwidth claim on a CPU
+    assert report["device"]["kind"] == "cpu"
+    assert "not a performance figure" in report["device"]["note"]
+    assert report["checkpoint"]["weights"].startswith("random")
+    ours_log = (out / "server-ours.log").read_text()
+    assert "rio-sglang model class serving" in ours_log
+    assert "rio-sglang model class serving" not in (out / "server-stock.log").read_text()
+    assert "| stock | - | bench_serving | 2 |" in (out / "report.md").read_text()

@@ -81,7 +81,7 @@ def _patch_init_new() -> None:
         fb = original(cls, batch, model_runner, **kwargs)
         admission, active = rq.Admission(), False
         for req in batch.reqs:
-            spec = rq.spec_of(req.sampling_params.custom_params)
+            spec = rq.spec_of_req(req)
             if not rq.uses_latent(spec):
                 continue
             active = True
@@ -108,7 +108,7 @@ def _patch_streamer() -> None:
     def build(self, reqs) -> dict[str, list]:
         values = []  # per request: [] until it finishes, then [its statistics]
         for req in reqs:
-            spec = rq.spec_of(req.sampling_params.custom_params)
+            spec = rq.spec_of_req(req)
             if spec is None or not req.finished():
                 values.append([])
                 continue
@@ -190,7 +190,7 @@ def _patch_radix_cache() -> None:
         # Past the prompt, a latent request's KV (and its GDN state) belongs to soft inputs, not
         # to the token ids it would be keyed by: insert nothing beyond what the tree holds.
         past_prompt = up_to > len(req.origin_input_ids)
-        if past_prompt and rq.uses_latent(rq.spec_of(req.sampling_params.custom_params)):
+        if past_prompt and rq.uses_latent(rq.spec_of_req(req)):
             up_to = min(up_to, req.kv.cache_protected_len)
         return original(self, req, up_to=up_to, **kwargs)
 

@@ -36,5 +36,18 @@ def spec_of(custom_params) -> ReasoningSpec | None:
     return ReasoningSpec.from_json(custom_params[SPEC_KEY])
 
 
+_UNPARSED = object()
+
+
+def spec_of_req(req) -> ReasoningSpec | None:
+    """`spec_of` for a scheduler request, parsed once and kept on it (the forward and output
+    hooks ask every step)."""
+    spec = getattr(req, "_rio_spec", _UNPARSED)
+    if spec is _UNPARSED:
+        spec = spec_of(req.sampling_params.custom_params)
+        req._rio_spec = spec
+    return spec
+
+
 def uses_latent(spec: ReasoningSpec | None) -> bool:
     return spec is not None and spec.mode != "explicit"

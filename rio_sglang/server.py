@@ -31,6 +31,8 @@ MODEL_PACKAGE = "rio_sglang.models"
 # Logged by our model class when SGLang builds it. SGLang swallows import errors of external
 # model packages and serves its own class of the same name: no mark, no server.
 SERVING_MARK = "rio-sglang model class serving"
+# Logged by every rank: its TP / PP / EP share (layers, experts, expert I-shard).
+LAYOUT_MARK = "rio-sglang rank layout"
 
 
 class ServerStartError(RuntimeError):
@@ -42,6 +44,22 @@ def cpu_env(base: dict | None = None) -> dict:
     e = dict(os.environ if base is None else base)
     e.update(RIO_CPU_PLATFORM="1", TRITON_INTERPRET="1")
     return e
+
+
+def cpu_thread_binding(argv, cores: int | None = None) -> str | None:
+    """SGLANG_CPU_OMP_THREADS_BIND for a CPU server of several ranks (TP x PP x DP): SGLang
+    otherwise allows one rank per NUMA node. Cores are split evenly ("0|1" for two ranks on two
+    cores); with more ranks than cores, ranks share them round-robin. None for one rank."""
+    def size(flag: str) -> int:
+        return int(argv[argv.index(flag) + 1]) if flag in argv else 1
+
+    ranks = size("--tp-size") * size("--pp-size") * size("--dp-size")
+    if ranks == 1:
+        return None
+    cores = cores or os.cpu_count() or 1
+    per = max(1, cores // ranks)
+    spans = [((r * per) % cores, (r * per) % cores + per - 1) for r in range(ranks)]
+    return "|".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def free_port() -> int:
@@ -127,6 +145,9 @@ def launch(model_path, *, port: int | None = None, cpu: bool = True, extra_args=
     log_path = Path(log_path or env.cache_dir() / "logs" / f"server-{port}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     e = cpu_env(environ) if cpu else dict(os.environ if environ is None else environ)
+    binding = cpu_thread_binding(argv) if cpu else None
+    if binding and "SGLANG_CPU_OMP_THREADS_BIND" not in e:
+        e["SGLANG_CPU_OMP_THREADS_BIND"] = binding
     if stock:
         e.pop("SGLANG_EXTERNAL_MODEL_PACKAGE", None)
     else:

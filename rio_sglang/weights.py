@@ -54,16 +54,16 @@ def _layer(model, m):
 
 def _expert(model, m, w, name):
     layer, e, which = _layer(model, m), int(m.group(2)), m.group(3)
-    layer.mlp.load_expert(e, which, w, name)
-    return [(f"model.layers.{m.group(1)}.mlp.{'w2' if which == 'down_proj' else 'w13'}", 1)]
+    target = f"model.layers.{m.group(1)}.mlp.{'w2' if which == 'down_proj' else 'w13'}"
+    # An expert another expert-parallel rank owns is shape-checked, then left to that rank.
+    return [(target, 1)] if layer.mlp.load_expert(e, which, w, name) else []
 
 
 def _fused_experts(model, m, w, name):
     mlp = _layer(model, m).mlp
     which = "down_proj" if m.group(2) == "down_proj" else "gate_up_proj"
-    mlp.load_fused(which, w, name)
     target = "w2" if which == "down_proj" else "w13"
-    return [(f"model.layers.{m.group(1)}.mlp.{target}", mlp.e * (1 if target == "w2" else 2))]
+    return [(f"model.layers.{m.group(1)}.mlp.{target}", mlp.load_fused(which, w, name))]
 
 
 def _shared(model, m, w, name):
@@ -122,14 +122,39 @@ RULES: tuple[Rule, ...] = (
 SKIPPED = re.compile(r"^mtp\.")
 
 
+def elsewhere(model, name: str) -> bool:
+    """True for a checkpoint tensor another pipeline stage loads: a layer outside this stage's
+    range, the embedding and the vision tower off the first stage (images are embedded there;
+    SGLang leaves later stages' vision tower partly unbuilt), the final norm and lm_head off the
+    last."""
+    text = getattr(model, "model", None)
+    if text is None or not hasattr(text, "owns_layer"):
+        return False
+    if name.startswith("model.visual."):
+        return not text.pp_group.is_first_rank
+    m = re.match(LAYER, name)
+    if m:
+        i = int(m.group(1))
+        return i < model.config.num_hidden_layers and not text.owns_layer(i)
+    if re.match(LM + r"embed_tokens\.", name):
+        return not text.pp_group.is_first_rank
+    if re.match(LM + r"norm\.|^lm_head\.", name):
+        return not text.pp_group.is_last_rank
+    return False
+
+
 def expected_fills(model) -> dict[str, int]:
-    """How many loads complete each parameter (experts: one per expert and projection)."""
+    """How many loads complete each parameter (experts: one per local expert and projection)."""
     fills = {}
-    for name, _ in model.named_parameters():
+    text = getattr(model, "model", None)
+    first_stage = getattr(getattr(text, "pp_group", None), "is_first_rank", True)
+    for name, p in model.named_parameters():
+        if name.startswith("visual.") and not first_stage:
+            continue  # loaded by the first stage only (see `elsewhere`)
         if name.endswith(".mlp.w13"):
-            fills[name] = 2 * model.config.num_experts
+            fills[name] = 2 * p.shape[0]  # [E_local, 2I, H]
         elif name.endswith(".mlp.w2"):
-            fills[name] = model.config.num_experts
+            fills[name] = p.shape[0]
         elif name.endswith("self_attn.qkv_proj.weight"):
             fills[name] = 3  # q (with its gate), k, v
         elif name.endswith("shared_gate_up.weight"):
@@ -151,6 +176,8 @@ def load_checkpoint(model, weights: Iterable) -> int:
     for name, w in weights:
         if SKIPPED.match(name):
             skipped.append(name)
+            continue
+        if elsewhere(model, name):
             continue
         rule = next((r for r in RULES if r.pattern.match(name)), None)
         target = None

@@ -2,13 +2,21 @@
 
 `RioTextModel.embed` is the one place token ids become input embeddings: the reasoning runtime
 replaces rows there (latent steps feed a probability mixture of embeddings instead of a token).
+
+Pipeline parallel: each stage builds only its layers (SGLang's `make_pp_layers`, the same split
+its hybrid state pool uses); the first stage owns the embedding, the last the final norm, and
+stages hand `hidden_states` + `residual` to each other as `PPProxyTensors`.
 """
 
 from __future__ import annotations
 
 import torch
 from sglang.srt.layers.layernorm import GemmaRMSNorm
+from sglang.srt.layers.utils import PPMissingLayer
 from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding
+from sglang.srt.model_executor.forward_batch_info import PPProxyTensors
+from sglang.srt.runtime_context import get_parallel
+from sglang.srt.utils.common import make_pp_layers
 from torch import nn
 
 from .attention import GatedAttention
@@ -64,11 +72,15 @@ class RioTextModel(nn.Module):
         if quant_config is not None:
             raise NotImplementedError("rio-sglang serves the BF16 checkpoint: no quantization yet")
         self.config = config
-        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(
-            DecoderLayer(config, i, f"{prefix}.layers.{i}") for i in range(config.num_hidden_layers))
-        self.norm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.start_layer, self.end_layer = 0, config.num_hidden_layers
+        self.pp_group = get_parallel().pp_group  # SGLang's multimodal embed routine reads it
+        first, last = self.pp_group.is_first_rank, self.pp_group.is_last_rank
+        self.embed_tokens = (VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+                             if first else PPMissingLayer())
+        self.layers, self.start_layer, self.end_layer = make_pp_layers(
+            config.num_hidden_layers, lambda idx, prefix: DecoderLayer(config, idx, prefix),
+            prefix=f"{prefix}.layers")
+        self.norm = (GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps) if last
+                     else PPMissingLayer())
         # Set by the reasoning runtime: (input_ids, embeds, forward_batch) -> embeds.
         self.embed_override = None
 
@@ -81,15 +93,21 @@ class RioTextModel(nn.Module):
             h = self.embed_override(input_ids, h, forward_batch)
         return h
 
+    def owns_layer(self, layer_id: int) -> bool:
+        return self.start_layer <= layer_id < self.end_layer
+
     def forward(self, input_ids, positions, forward_batch, input_embeds=None,
-                pp_proxy_tensors=None, input_deepstack_embeds=None) -> torch.Tensor:
+                pp_proxy_tensors=None, input_deepstack_embeds=None):
+        """[T, H] final hidden states on the last stage; PPProxyTensors on the others."""
         if input_deepstack_embeds is not None:
             raise NotImplementedError("Qwen3.5's vision tower has no deepstack features")
-        if pp_proxy_tensors is not None:
-            raise NotImplementedError("pipeline parallelism is not supported by rio-sglang yet")
-        h = self.embed(input_ids, input_embeds, forward_batch)
-        residual = None
-        for layer in self.layers:
+        if self.pp_group.is_first_rank:
+            h, residual = self.embed(input_ids, input_embeds, forward_batch), None
+        else:
+            h, residual = pp_proxy_tensors["hidden_states"], pp_proxy_tensors["residual"]
+        for layer in self.layers[self.start_layer:self.end_layer]:
             h, residual = layer(positions, h, residual, forward_batch)
+        if not self.pp_group.is_last_rank:
+            return PPProxyTensors({"hidden_states": h, "residual": residual})
         h, _ = self.norm(h, residual)
         return h

@@ -14,6 +14,14 @@ def tp_rank_size() -> tuple[int, int]:
     return get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size()
 
 
+def moe_rank_size() -> tuple[tuple[int, int], tuple[int, int]]:
+    """((MoE-EP rank, size), (MoE-TP rank, size)) from SGLang's MoE groups (--ep-size)."""
+    from sglang.srt.distributed import parallel_state as ps
+
+    return ((ps.get_moe_expert_parallel_rank(), ps.get_moe_expert_parallel_world_size()),
+            (ps.get_moe_tensor_parallel_rank(), ps.get_moe_tensor_parallel_world_size()))
+
+
 def shard_rows(t: torch.Tensor, dim: int, rank: int, size: int) -> torch.Tensor:
     """This rank's equal slice of `t` along `dim` (the full length must divide by `size`)."""
     n = t.shape[dim]

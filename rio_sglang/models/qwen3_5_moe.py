@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sglang.srt.distributed.parallel_state import get_tensor_model_parallel_world_size
+from sglang.srt.distributed.parallel_state import (
+    get_tensor_model_parallel_rank,
+    get_tensor_model_parallel_world_size,
+)
 from sglang.srt.models.qwen3_vl import Qwen3VLForConditionalGeneration
 
 from rio_sglang.checkpoint import verify_checkpoint
 from rio_sglang.layers.decoder import RioTextModel
 from rio_sglang.runtime.engine import ReasoningRuntime
-from rio_sglang.server import SERVING_MARK
+from rio_sglang.server import LAYOUT_MARK, SERVING_MARK
 from rio_sglang.weights import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,17 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
         log.warning("%s: %s.%s (%d layers, %d experts top-%d)", SERVING_MARK,
                     type(self).__module__, type(self).__qualname__, self.config.num_hidden_layers,
                     self.config.num_experts, self.config.num_experts_per_tok)
+        log.warning("%s", self.layout())
+
+    def layout(self) -> str:
+        """This rank's share of the model, logged once per rank (tests read it back)."""
+        text = self.model
+        mlp = text.layers[text.start_layer].mlp
+        return (f"{LAYOUT_MARK}: tp {get_tensor_model_parallel_rank()}/{self.tp_size} "
+                f"pp {text.pp_group.rank_in_group}/{text.pp_group.world_size} "
+                f"layers {text.start_layer}-{text.end_layer} "
+                f"ep {mlp.ep_rank}/{mlp.ep_size} experts {mlp.e_start}-{mlp.e_start + mlp.e_local} "
+                f"moe_tp {mlp.moe_tp_rank}/{mlp.moe_tp_size} expert_inter {mlp.w2.shape[2]}")
 
     def forward(self, input_ids, positions, forward_batch, get_embedding: bool = False,
                 pp_proxy_tensors=None):
@@ -64,9 +78,10 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
 
     def _reasoning_runtime(self, forward_batch):
         if self.reasoning is None:
-            if self.tp_size > 1:
-                raise NotImplementedError("latent reasoning with tensor parallelism is not "
-                                          "implemented yet: serve latent/switch requests at TP 1")
+            if self.tp_size > 1 or self.pp_group.world_size > 1:
+                raise NotImplementedError("latent reasoning with tensor or pipeline parallelism "
+                                          "is not implemented yet: serve latent/switch requests "
+                                          "at TP 1, PP 1")
             from sglang.srt.model_executor.forward_context import get_req_to_token_pool
 
             self.reasoning = ReasoningRuntime(

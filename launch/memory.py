@@ -1,4 +1,5 @@
-"""Per-GPU memory of a target: weights, KV cache of the full-attention layers, GDN state.
+"""Per-GPU memory of a target: weights, KV cache of the full-attention layers, GDN state, and
+the whole-table embedding copy our class keeps for latent reasoning under TP (no PP).
 
 `python -m launch.memory --target h200x8 --context 1048576 [--concurrency N] [--mtp]`, from the
 repository root. Numbers come from a config.json dict (default launch/rio_config.json) and the
@@ -37,10 +38,11 @@ class Stage:
     state_per_seq: int  # bytes, conv + SSM state of this stage's GDN layers
     kv: int
     state: int
+    latent_embed: int = 0  # bytes, V x H copy for latent steps (TP > 1 without PP)
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.state
+        return self.weights + self.kv + self.state + self.latent_embed
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,11 @@ def estimate(cfg: dict, target: Target, context: int | None = None, concurrency:
         n_gdn = sum(1 for i in layers if i not in attn)
         kv = kv_bytes_per_token(text, tp, n_attn, kv_b)
         state = gdn_state_bytes_per_seq(text, tp, n_gdn, ssm_bytes=ssm_b)
+        # rio_sglang.models.qwen3_5_moe: under TP each rank keeps the whole embedding table in
+        # the model dtype for latent mixtures (latent reasoning is refused under PP).
+        latent = text["vocab_size"] * text["hidden_size"] * BF16 if tp > 1 and pp == 1 else 0
         stages.append(Stage(s, layers, n_attn, n_gdn, sum(w.rank_bytes(tp) for w in mine),
-                            kv, state, kv * context * concurrency, state * concurrency))
+                            kv, state, kv * context * concurrency, state * concurrency, latent))
     return Estimate(target.name, tp, pp, context, concurrency, target.gpu, tuple(stages))
 
 
@@ -126,6 +131,7 @@ def render(est: Estimate) -> str:
     rows = [("weights", s.weights),
             (f"KV cache: {s.attn_layers} attention layers x {s.kv_per_token:,} B/token", s.kv),
             (f"GDN state: {s.gdn_layers} layers x {s.state_per_seq:,} B/sequence", s.state),
+            ("latent-reasoning embedding copy (V x H, TP > 1)", s.latent_embed),
             ("total", s.total)]
     out = [(f"target {est.target}: {gpus}, TP {est.tp} x PP {est.pp}, "
             f"{est.context:,} tokens x {est.concurrency} sequence(s)"),

@@ -48,6 +48,14 @@ def _param(target: str):
     return load
 
 
+def _embed(model, m, w, name):
+    loaded = _param("model.embed_tokens.weight")(model, m, w, name)
+    keep = getattr(model, "keep_latent_embed", None)  # TP > 1: a whole copy for latent steps
+    if keep is not None:
+        keep(w)
+    return loaded
+
+
 def _layer(model, m):
     return model.model.layers[int(m.group(1))]
 
@@ -95,7 +103,7 @@ def _r(pattern: str, load) -> Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    _r(LM + r"embed_tokens\.weight$", _param("model.embed_tokens.weight")),
+    _r(LM + r"embed_tokens\.weight$", _embed),
     _r(r"^lm_head\.weight$", _param("lm_head.weight")),
     _r(LM + r"norm\.weight$", _param("model.norm.weight")),
     _r(LAYER + r"(input_layernorm|post_attention_layernorm)\.weight$",

@@ -177,6 +177,8 @@ def test_h200x8_memory_matches_hand_count(context):
     assert stage.kv_per_token == kv_per_token == 15_360
     assert stage.kv == kv_per_token * context  # 3.75 GiB at 262,144; 15 GiB at 1,048,576
     assert stage.state == state_per_seq == 24_007_680
+    assert stage.latent_embed == V * H * BF16  # every TP rank: the whole table, 1.89 GiB
+    assert stage.total == stage.weights + stage.kv + stage.state + stage.latent_embed
     assert stage.total < est.gpu_bytes
 
 
@@ -191,6 +193,7 @@ def test_pipeline_stages_hold_their_own_layers():
     assert [(s.layers, s.attn_layers, s.gdn_layers) for s in est.stages] == \
         [(range(30), 7, 23), (range(30, 60), 8, 22)]
     assert est.worst.kv_per_token == 8 * 2 * D * BF16
+    assert est.worst.latent_embed == 0  # latent reasoning is refused under PP
     assert est.worst.total < est.gpu_bytes
 
 

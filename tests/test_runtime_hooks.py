@@ -41,11 +41,9 @@ def test_verify_names_the_field(sampling_params, spec, error):
 
 # what the server runs, the mode asked for, the refusal (None: served)
 REFUSALS = [
-    ("_parallel_sizes", (8, 1), "latent", r"rio_reasoning\.mode: .*needs a TP 1, PP 1 server"),
-    ("_parallel_sizes", (8, 1), "switch", r"rio_reasoning\.mode: .*runs TP 8 x PP 1"),
-    ("_parallel_sizes", (1, 2), "latent", r"rio_reasoning\.mode: .*runs TP 1 x PP 2"),
-    ("_parallel_sizes", (8, 1), "explicit", None),
-    ("_parallel_sizes", (1, 2), "explicit", None),
+    ("_pp_size", 2, "latent", r"rio_reasoning\.mode: .*without pipeline parallelism"),
+    ("_pp_size", 2, "switch", r"rio_reasoning\.mode: .*runs PP 2"),
+    ("_pp_size", 2, "explicit", None),
     ("_speculative_algorithm", "EAGLE", "latent", r"rio_reasoning\.mode: .*speculative decoding"),
     ("_speculative_algorithm", "EAGLE", "switch", r"rio_reasoning\.mode: .*speculative decoding"),
     ("_speculative_algorithm", "EAGLE", "explicit", None),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from sglang.srt.distributed.parallel_state import (
     get_tensor_model_parallel_rank,
     get_tensor_model_parallel_world_size,
@@ -41,6 +42,15 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
         self.is_mrope_enabled = not self.language_model_only and "mrope_section" in rope
         self.tp_size = get_tensor_model_parallel_world_size()
         self.reasoning = None  # built on the first batch that asks for latent reasoning
+        # Latent steps mix rows of the whole embedding table. Under TP each rank holds a vocab
+        # shard, so each keeps a full copy for the reasoning runtime: V x H in the model dtype
+        # (~1.9 GiB for Rio), allocated here so that SGLang's memory profile counts it, filled
+        # from the checkpoint by the loader (or gathered from the shards on first use).
+        whole_copy = self.tp_size > 1 and self.pp_group.world_size == 1
+        self.register_buffer("latent_embed", torch.empty(
+            self.config.vocab_size, self.config.hidden_size) if whole_copy else None,
+            persistent=False)
+        self.latent_embed_ready = False
         self.model_path = model_path
         log.warning("%s: %s.%s (%d layers, %d experts top-%d)", SERVING_MARK,
                     type(self).__module__, type(self).__qualname__, self.config.num_hidden_layers,
@@ -64,7 +74,7 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
         runtime = self._reasoning_runtime(forward_batch) if admission is not None else None
         if runtime is not None:
             runtime.admit(admission)
-            weight = self.model.embed_tokens.weight
+            weight = self._latent_table()
             self.model.embed_override = lambda ids, h, fb: runtime.override_embeds(
                 fb.input_ids, h, fb, weight)
         try:
@@ -76,12 +86,29 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
             runtime.end(forward_batch, out.next_token_logits)
         return out
 
+    def keep_latent_embed(self, full: torch.Tensor) -> None:
+        """The loader hands over the checkpoint's whole embedding table [V, H] (TP > 1 only)."""
+        if self.latent_embed is not None:
+            self.latent_embed.copy_(full)
+            self.latent_embed_ready = True
+
+    def _latent_table(self) -> torch.Tensor:
+        """[V(+pad), H] embedding rows for latent mixtures: the whole table on every rank."""
+        if self.latent_embed is None:
+            return self.model.embed_tokens.weight
+        if not self.latent_embed_ready:  # e.g. --load-format dummy: gather the vocab shards
+            from sglang.srt.distributed.communication_op import tensor_model_parallel_all_gather
+
+            full = tensor_model_parallel_all_gather(self.model.embed_tokens.weight.data, dim=0)
+            self.latent_embed.copy_(full[: self.latent_embed.shape[0]])
+            self.latent_embed_ready = True
+        return self.latent_embed
+
     def _reasoning_runtime(self, forward_batch):
         if self.reasoning is None:
-            if self.tp_size > 1 or self.pp_group.world_size > 1:
-                raise NotImplementedError("latent reasoning with tensor or pipeline parallelism "
-                                          "is not implemented yet: serve latent/switch requests "
-                                          "at TP 1, PP 1")
+            if self.pp_group.world_size > 1:
+                raise NotImplementedError("latent reasoning with pipeline parallelism is not "
+                                          "implemented: serve latent/switch requests at PP 1")
             from sglang.srt.model_executor.forward_context import get_req_to_token_pool
 
             self.reasoning = ReasoningRuntime(

@@ -18,7 +18,7 @@ from rio_sglang.reasoning.tokens import resolve_tokens
 
 log = logging.getLogger(__name__)
 HISTORY = 4096  # steps whose mode (latent / explicit) a response reports, per request
-_RUNTIME: ReasoningRuntime | None = None  # one model per scheduler process (TP rank 0)
+_RUNTIME: ReasoningRuntime | None = None  # one model per scheduler process (per TP rank)
 
 
 class ReasoningRuntime:

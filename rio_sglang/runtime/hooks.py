@@ -38,11 +38,11 @@ def _patch_verify() -> None:
         except ReasoningSpecError as e:
             # str(e) starts with the field: "window: must be >= 1, got -1"
             raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
-        if rq.uses_latent(spec) and _parallel_sizes() != (1, 1):
-            tp, pp = _parallel_sizes()
+        if rq.uses_latent(spec) and _pp_size() > 1:
             raise ValueError(
-                f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning needs a TP 1, PP 1 "
-                f"server (this one runs TP {tp} x PP {pp}); use mode 'explicit' here")
+                f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning needs a server without "
+                f"pipeline parallelism (this one runs PP {_pp_size()}: the latent input is made "
+                "on the first stage from logits of the last); use mode 'explicit' here")
         if rq.uses_latent(spec) and _speculative_algorithm():
             raise ValueError(
                 f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run under "
@@ -63,16 +63,13 @@ def _speculative_algorithm() -> str | None:
     return str(algo) if algo else None
 
 
-def _parallel_sizes() -> tuple[int, int]:
-    """(TP, PP) of this server; latent steps need the whole vocabulary's logits and the
-    embedding table on one rank."""
+def _pp_size() -> int:
     from sglang.srt import runtime_context
 
     try:
-        par = runtime_context.get_parallel()
-        return int(par.tp_size), int(par.pp_size)
+        return int(runtime_context.get_parallel().pp_size)
     except (RuntimeError, LookupError, AttributeError, ValueError, TypeError):
-        return 1, 1
+        return 1
 
 
 def _patch_init_new() -> None:

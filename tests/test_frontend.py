@@ -290,8 +290,9 @@ def test_openai_stream_returns_the_non_stream_text(client):
     assert (streamed.reasoning, streamed.content, streamed.finish_reason) == (
         rio.reasoning_content(msg) or "", msg.content or "", full.choices[0].finish_reason)
     assert streamed.reasoning + streamed.content
-    # Statistics ride on non-streaming responses only (README: streaming carries none yet).
-    assert rio.openai_stats(full) is not None
+    # The stream's last chunk before [DONE] carries the same statistics as the full response.
+    assert streamed.stats is not None and streamed.stats == rio.openai_stats(full)
+    assert streamed.stats.latent_steps + streamed.stats.explicit_steps == 5  # all but the last
 
 
 @pytest.mark.server
@@ -300,6 +301,20 @@ def test_openai_completions_take_the_spec(client):
                                   extra_body=rio.openai_extra_body(rio.latent()))
     assert r.usage.completion_tokens == 2
     assert_stats_fit(rio.latent(), rio.openai_stats(r), 2)
+
+
+@pytest.mark.server
+def test_openai_completion_stream_ends_with_the_statistics(client):
+    body = {"model": "default", "prompt": "Hello", "max_tokens": 4, "temperature": 0,
+            "extra_body": rio.openai_extra_body(rio.switching(window=1))}
+    full = client.completions.create(**body)
+    chunks = list(client.completions.create(stream=True, **body))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    stats = [rio.openai_stats(c) for c in chunks]
+    assert text == full.choices[0].text
+    # exactly one chunk, the last, carries statistics, equal to the non-streaming ones
+    assert [s is not None for s in stats] == [False] * (len(chunks) - 1) + [True]
+    assert stats[-1] == rio.openai_stats(full)
 
 
 @pytest.mark.server

@@ -4,7 +4,7 @@
 2. `ForwardBatch.init_new`: admit new reasoning requests (their slot and spec) for the model.
 3. `SchedulerOutputStreamer` + `TokenizerManager`: finished requests carry
    `meta_info["rio_reasoning"]`, a dict of statistics; OpenAI responses carry it in
-   `metadata["rio_reasoning"]`.
+   `metadata["rio_reasoning"]`, OpenAI streams in one last chunk before `[DONE]`.
 4. CUDA-graph runners decode batches with latent requests eagerly.
 5. The radix cache never keys KV written by latent steps: reasoning requests insert no more
    than what the tree already held when they finished.
@@ -13,7 +13,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import time
+from collections import OrderedDict
 
 from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpecError
 from rio_sglang.runtime import requests as rq
@@ -123,6 +126,12 @@ def _patch_streamer() -> None:
         lambda self, key: key == STATS_KEY)
 
 
+# rid -> statistics of a finished request, for the OpenAI stream that ends it (read once).
+# Bounded: a stream whose client went away never collects its entry.
+FINAL_STATS: OrderedDict[str, dict] = OrderedDict()
+FINAL_STATS_MAX = 4096
+
+
 def _patch_meta_info() -> None:
     """The tokenizer manager accumulates customized info into lists; ours is one dict."""
     from sglang.srt.managers.tokenizer_manager import TokenizerManager
@@ -134,12 +143,17 @@ def _patch_meta_info() -> None:
             return original(meta_info, state, key, values)
         if values:
             meta_info[key] = values[-1]
+            if "id" in meta_info:
+                FINAL_STATS[meta_info["id"]] = values[-1]
+                while len(FINAL_STATS) > FINAL_STATS_MAX:
+                    FINAL_STATS.popitem(last=False)
 
     TokenizerManager._accumulate_request_meta_info = staticmethod(accumulate)
 
 
 def _patch_openai() -> None:
-    """OpenAI responses carry the statistics in `metadata["rio_reasoning"]` (non-streaming)."""
+    """OpenAI responses carry the statistics in `metadata["rio_reasoning"]`; streams in a last
+    chunk before `[DONE]`."""
     from sglang.srt.entrypoints.openai.serving_chat import OpenAIServingChat
     from sglang.srt.entrypoints.openai.serving_completions import OpenAIServingCompletion
 
@@ -160,6 +174,36 @@ def _patch_openai() -> None:
 
     wrap(OpenAIServingChat, "_build_chat_response")
     wrap(OpenAIServingCompletion, "_build_completion_response")
+    wrap_stream(OpenAIServingChat, "_generate_chat_stream", "chat.completion.chunk")
+    wrap_stream(OpenAIServingCompletion, "_generate_completion_stream", "text_completion")
+
+
+def wrap_stream(cls, name: str, obj: str) -> None:
+    """Streams end with one more chunk before `[DONE]`: no choices, the statistics in
+    `metadata["rio_reasoning"]` (one dict, or a list with n > 1), as non-streaming responses."""
+    original = getattr(cls, name)
+
+    @functools.wraps(original)
+    async def stream(self, adapted_request, request, *args, **kwargs):
+        async for chunk in original(self, adapted_request, request, *args, **kwargs):
+            if chunk == "data: [DONE]\n\n":
+                extra = _stats_chunk(adapted_request.rid, request, obj)
+                if extra is not None:
+                    yield extra
+            yield chunk
+
+    setattr(cls, name, stream)
+
+
+def _stats_chunk(rid, request, obj: str) -> str | None:
+    rids = rid if isinstance(rid, list) else [rid]
+    stats = [FINAL_STATS.pop(r, None) for r in rids if r is not None]
+    if not any(s is not None for s in stats):
+        return None
+    body = {"id": rids[0], "object": obj, "created": int(time.time()),
+            "model": getattr(request, "model", None), "choices": [],
+            "metadata": {STATS_KEY: stats[0] if len(stats) == 1 else stats}}
+    return f"data: {json.dumps(body)}\n\n"
 
 
 def _patch_graph_runners() -> None:

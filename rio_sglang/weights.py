@@ -1,8 +1,10 @@
 """Checkpoint name -> our parameter: one mapping table and a thin strict loop.
 
-Called by the model's `load_weights`. Expected names and shapes come from transformers' own
-Qwen3.5-MoE classes built on the meta device, so loading is strict about missing, unexpected
-and wrongly shaped tensors. No SGLang import here.
+Called by the model's `load_weights`. Every checkpoint name must match a rule and every
+parameter of the built model must be filled (`expected_fills`), shapes checked on the way, so
+loading is strict about missing, unexpected and wrongly shaped tensors. Tensors that belong to
+another pipeline stage or expert-parallel rank (`elsewhere`, `SparseMoe.load_expert`) are left
+to it. No SGLang import here.
 """
 
 from __future__ import annotations

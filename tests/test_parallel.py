@@ -151,3 +151,24 @@ def test_image_request_equals_transformers(parallel_server):
     r = requests.post(srv.url + "/v1/chat/completions", json=body, timeout=900)
     assert r.status_code == 200, r.text[:500]
     assert r.json()["sglext"]["output_ids"] == [hf_greedy_image(ckpt, "Describe the image.", NEW)]
+
+
+def test_dummy_weights_at_tp2_serve_latent_requests(tmp_path):
+    """`--load-format dummy` (the benchmark's slices) never calls our loader: the whole-table
+    copy for latent steps is then gathered from the ranks' vocab shards on first use."""
+    from rio_sglang.tiny.writer import write_config_only
+
+    ckpt = write_config_only(tmp_path / "cfg", "tiny")
+    srv = launch(ckpt, extra_args=["--tp-size", "2", "--load-format", "dummy"],
+                 log_path=tmp_path / "dummy.log")
+    try:
+        srv.wait_ready(timeout=600)
+        for mode in ("latent", "switch"):
+            got = gen_reasoning(srv, [13, 14, 15, 16], {"mode": mode, "window": 1}, new=5)
+            stats = got["meta_info"]["rio_reasoning"]
+            assert len(got["output_ids"]) == 5
+            assert stats["latent_steps"] + stats["explicit_steps"] == len(stats["modes"]) == 4
+            assert stats["modes"][0] == "L"  # both modes start latent
+        assert greedy(srv, [13, 14, 15])  # explicit requests unaffected
+    finally:
+        srv.stop()

@@ -1,7 +1,8 @@
 """Per-request reasoning bookkeeping on the scheduler side (host only, no SGLang import).
 
-The model and the scheduler share a process (one per TP rank), so this module-level registry is how the
-forward hook hands new requests to the model and how the output streamer gets statistics back.
+The model and the scheduler share a process (one per TP rank), so this module-level registry is
+how the forward hook hands new requests to the model and how the output streamer gets
+statistics back.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from rio_sglang.reasoning import ReasoningSpec, generate_reference, resolve_toke
 
 pytestmark = pytest.mark.server
 NEW = 10
+NO_MATH = {"math_tokens_explicit": False}  # the tiny vocabulary is nearly all letters/digits
 
 
 def ids_prompt(n: int, seed: int) -> list[int]:
@@ -78,6 +79,26 @@ def test_explicit_unaffected_by_latent_neighbours_and_mixed_batch_equals_solo(se
     assert batched == solo
 
 
+def test_more_requests_than_slots_each_equal_their_solo_run(server):
+    """12 concurrent requests on a server of 8 running slots (CPU_FLAGS): some wait, and every
+    slot that frees is reused by a request of another mode. Nothing is lost, and each answer and
+    its statistics equal the request's solo run (slot state is reset on reuse)."""
+    modes = [None, {"mode": "latent", **NO_MATH}, {"mode": "switch", "window": 1, **NO_MATH}]
+    jobs = [(ids_prompt(3 + i % 4, 40 + i), modes[i % 3]) for i in range(12)]
+    new = 4
+
+    def answer(job):
+        out = gen(server, *job, new=new)
+        return out["output_ids"], out["meta_info"].get("rio_reasoning")
+
+    solo = [answer(job) for job in jobs]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        loaded = list(pool.map(answer, jobs))
+    assert loaded == solo
+    assert all(len(ids) == new for ids, _ in loaded)
+    assert all((stats is None) == (spec is None) for (_, stats), (_, spec) in zip(loaded, jobs))
+
+
 def test_latent_kv_is_never_reused_by_the_prefix_cache(server):
     prompt = ids_prompt(9, seed=21)
     first = gen(server, prompt, {"mode": "latent"})
@@ -85,7 +106,6 @@ def test_latent_kv_is_never_reused_by_the_prefix_cache(server):
     assert again["meta_info"]["cached_tokens"] <= len(prompt)
 
 
-NO_MATH = {"math_tokens_explicit": False}  # the tiny vocabulary is nearly all letters/digits
 # name, spec, the transitions the reference shows for it (asserted, so the table stays honest)
 REFERENCE_CASES = [
     ("explicit", {"mode": "explicit"}, set()),

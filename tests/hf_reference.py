@@ -1,4 +1,5 @@
-"""transformers' own Qwen3.5-MoE as the reference the server is compared with (tests only)."""
+"""transformers' own Qwen3.5-MoE as the reference the server is compared with (tests only),
+and the one image request both sides answer."""
 
 from __future__ import annotations
 
@@ -53,3 +54,23 @@ def hf_greedy_image(path, question: str, n: int) -> list[int]:
     out = hf_model(str(path)).generate(**inputs, max_new_tokens=n, min_new_tokens=n,
                                        do_sample=False)
     return out[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+IMAGE_QUESTION = "Describe the image."
+
+
+def server_greedy_image(url: str, n: int) -> list[int]:
+    """The server's greedy token ids for `sample_image` + IMAGE_QUESTION over the OpenAI chat
+    API: what `hf_greedy_image(path, IMAGE_QUESTION, n)` must equal."""
+    import requests
+
+    _, data_url = sample_image()
+    body = {"model": "default", "max_tokens": n, "min_tokens": n, "temperature": 0,
+            "return_output_ids_in_sglext": True, "separate_reasoning": False,
+            "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": data_url}},
+                {"type": "text", "text": IMAGE_QUESTION}]}]}
+    r = requests.post(url + "/v1/chat/completions", json=body, timeout=900)
+    assert r.status_code == 200, r.text[:500]
+    (ids,) = r.json()["sglext"]["output_ids"]  # one list per choice
+    return ids

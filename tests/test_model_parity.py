@@ -12,7 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 import torch
-from hf_reference import hf_greedy, hf_greedy_image, hf_logprobs, sample_image
+from hf_reference import (
+    IMAGE_QUESTION,
+    hf_greedy,
+    hf_greedy_image,
+    hf_logprobs,
+    server_greedy_image,
+)
 
 from rio_sglang.server import SERVING_MARK, launch
 from rio_sglang.tiny import write_tiny_checkpoint
@@ -77,12 +83,4 @@ def test_image_request_equals_transformers(preset_server):
     preset, ckpt, srv = preset_server
     if preset == "tiny-wide":
         pytest.skip("the vision tower is the same in every preset: tiny and tiny-deep suffice")
-    _, url = sample_image()
-    body = {"model": "default", "max_tokens": NEW, "min_tokens": NEW, "temperature": 0,
-            "return_output_ids_in_sglext": True, "separate_reasoning": False,
-            "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": url}},
-                {"type": "text", "text": "Describe the image."}]}]}
-    r = requests.post(srv.url + "/v1/chat/completions", json=body, timeout=900)
-    assert r.status_code == 200, r.text[:500]
-    assert r.json()["sglext"]["output_ids"] == [hf_greedy_image(ckpt, "Describe the image.", NEW)]
+    assert server_greedy_image(srv.url, NEW) == hf_greedy_image(ckpt, IMAGE_QUESTION, NEW)

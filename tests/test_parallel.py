@@ -14,18 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-import torch
-from hf_reference import hf_greedy, hf_greedy_image, hf_model, sample_image
-from test_reasoning_server import (
-    REF_NEW,
-    REF_PROMPT_SEED,
-    REFERENCE_CASES,
-    ids_prompt,
-    transitions,
-)
+from hf_reference import IMAGE_QUESTION, hf_greedy, hf_greedy_image, server_greedy_image
+from test_reasoning_server import REF_NEW, REFERENCE_CASES, reference_run
 from test_reasoning_server import gen as gen_reasoning
 
-from rio_sglang.reasoning import ReasoningSpec, generate_reference, resolve_tokens
 from rio_sglang.server import LAYOUT_MARK, launch
 from rio_sglang.tiny import write_tiny_checkpoint
 
@@ -104,15 +96,8 @@ def test_switching_reasoning_equals_the_reference(parallel_server, case):
     ckpt, srv, _, latent, _ = parallel_server
     if not latent:
         pytest.skip("latent reasoning is refused under PP")
-    from transformers import AutoTokenizer
-
     _, spec, expected = case
-    prompt = ids_prompt(8, seed=REF_PROMPT_SEED)
-    ref = generate_reference(hf_model(str(ckpt), torch.float32),
-                             resolve_tokens(AutoTokenizer.from_pretrained(ckpt)),
-                             torch.tensor([prompt]), ReasoningSpec.from_json(spec), REF_NEW)
-    ref_modes = "".join(m[0].upper() for m in ref.modes)
-    assert expected <= transitions(ref_modes, ref.stats)
+    prompt, ref, ref_modes = reference_run(ckpt, spec, expected)
     got = gen_reasoning(srv, prompt, spec, new=REF_NEW)
     stats = got["meta_info"]["rio_reasoning"]
     assert stats["latent_steps"] == stats["modes"].count("L") > 0
@@ -142,15 +127,7 @@ def test_image_request_equals_transformers(parallel_server):
     ckpt, srv, _, _, image = parallel_server
     if not image:
         pytest.skip("the vision tower is replicated under TP/EP: the PP row covers the split")
-    _, url = sample_image()
-    body = {"model": "default", "max_tokens": NEW, "min_tokens": NEW, "temperature": 0,
-            "return_output_ids_in_sglext": True, "separate_reasoning": False,
-            "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": url}},
-                {"type": "text", "text": "Describe the image."}]}]}
-    r = requests.post(srv.url + "/v1/chat/completions", json=body, timeout=900)
-    assert r.status_code == 200, r.text[:500]
-    assert r.json()["sglext"]["output_ids"] == [hf_greedy_image(ckpt, "Describe the image.", NEW)]
+    assert server_greedy_image(srv.url, NEW) == hf_greedy_image(ckpt, IMAGE_QUESTION, NEW)
 
 
 def test_dummy_weights_at_tp2_serve_latent_requests(tmp_path):

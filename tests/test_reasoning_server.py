@@ -132,18 +132,25 @@ def transitions(modes: str, stats) -> set[str]:
     return seen | {k for k, v in flags.items() if v}
 
 
-@pytest.mark.parametrize("name,spec,expected", REFERENCE_CASES, ids=[c[0] for c in REFERENCE_CASES])
-def test_greedy_tokens_and_modes_equal_the_reference(server, tiny_ckpt, name, spec, expected):
+def reference_run(ckpt, spec: dict, expected: set[str]):
+    """`reference.py` on REF_PROMPT_SEED's prompt for REF_NEW steps: (prompt, result, modes as
+    "L"/"E"), asserting that the transitions a case names really happen in the reference."""
     from transformers import AutoTokenizer
 
     prompt = ids_prompt(8, seed=REF_PROMPT_SEED)
     # The reference runs in fp32: latent inputs carry rounding from step to step, and an fp16
     # transformers run drifts from both (the fp16 server matches the fp32 reference).
-    ref = generate_reference(hf_model(str(tiny_ckpt), torch.float32),
-                             resolve_tokens(AutoTokenizer.from_pretrained(tiny_ckpt)),
+    ref = generate_reference(hf_model(str(ckpt), torch.float32),
+                             resolve_tokens(AutoTokenizer.from_pretrained(ckpt)),
                              torch.tensor([prompt]), ReasoningSpec.from_json(spec), REF_NEW)
     ref_modes = "".join(m[0].upper() for m in ref.modes)
     assert expected <= transitions(ref_modes, ref.stats)
+    return prompt, ref, ref_modes
+
+
+@pytest.mark.parametrize("name,spec,expected", REFERENCE_CASES, ids=[c[0] for c in REFERENCE_CASES])
+def test_greedy_tokens_and_modes_equal_the_reference(server, tiny_ckpt, name, spec, expected):
+    prompt, ref, ref_modes = reference_run(tiny_ckpt, spec, expected)
     got = gen(server, prompt, spec, new=REF_NEW)
     stats = got["meta_info"]["rio_reasoning"]
     assert got["output_ids"] == ref.tokens

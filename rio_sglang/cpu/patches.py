@@ -81,6 +81,53 @@ def _patch_torch_device_queries() -> None:
     torch.cuda.get_device_capability = lambda device=None: (0, 0)
 
 
+def _route_eagle_tree_to_triton() -> None:
+    """EAGLE / NEXTN speculative decoding builds and verifies its draft tree with sgl_kernel
+    CUDA ops, and refuses out-of-tree platforms. SGLang ships Triton versions of both (its XPU
+    path, chosen by the module flag `_is_xpu` at call time); they run under the interpreter."""
+    from sglang.kernels.ops.speculative import spec_tree
+
+    spec_tree._is_xpu = True
+
+
+_SCATTER_MODULE = "sglang.kernels.ops.mamba.mamba_state_scatter_triton"
+_SCATTER_NAMES = ("fused_mamba_state_scatter_with_mask", "fused_conv_window_scatter_with_mask")
+# Modules that bind the scatter functions at import time (patched too if already imported).
+_SCATTER_USERS = ("sglang.srt.layers.attention.hybrid_linear_attn_backend",
+                  "sglang.srt.speculative.spec_utils")
+
+
+def state_scatter(dst, src, dst_indices_raw, step_indices_raw, src_indices_raw=None) -> None:
+    """Torch form of SGLang's two masked state scatters after a speculative verify (their
+    Triton launchers refuse tensors that are not CUDA/XPU): for every request i with
+    step[i] >= 0 and indices in range, dst[:, dst_idx[i]] = src[:, src_row[i], step[i]].
+    dst [layers, cache, *state]; src [layers, rows, draft_tokens, *state] (may be an
+    overlapping view, as the conv-window cache is)."""
+    import torch
+
+    steps = step_indices_raw.long()
+    if steps.numel() == 0 or dst.numel() == 0:
+        return
+    rows = (torch.arange(steps.numel(), device=steps.device) if src_indices_raw is None
+            else src_indices_raw.long())
+    dsts = dst_indices_raw.long()
+    keep = ((steps >= 0) & (dsts >= 0) & (dsts < dst.shape[1]) & (rows < src.shape[1])
+            & (steps < src.shape[2]))
+    dsts, rows, steps = dsts[keep], rows[keep], steps[keep]
+    dst[:, dsts] = src[:, rows, steps].to(dst.dtype)
+
+
+def _patch_state_scatter() -> None:
+    import importlib
+
+    for name in (_SCATTER_MODULE, *_SCATTER_USERS):
+        if name == _SCATTER_MODULE or name in sys.modules:
+            module = importlib.import_module(name)
+            for fn in _SCATTER_NAMES:
+                if hasattr(module, fn):
+                    setattr(module, fn, state_scatter)
+
+
 def apply() -> None:
     """Idempotent; called by the `sglang.srt.plugins` entry point when RIO_CPU_PLATFORM=1."""
     global _applied
@@ -90,4 +137,6 @@ def apply() -> None:
     _patch_torch_device_queries()
     _patch_autotuner()
     _patch_fla_aliases()
+    _route_eagle_tree_to_triton()
+    _patch_state_scatter()
     log.info("rio-sglang CPU platform: Triton interpreter patches applied")

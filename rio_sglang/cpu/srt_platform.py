@@ -23,3 +23,9 @@ class RioCpuPlatform(CpuDeviceMixin, SRTPlatform):
 
     def support_mamba_cache_extra_buffer(self) -> bool:
         return False
+
+    def supports_speculative_algorithm(self, algorithm: str) -> bool:
+        return algorithm in ("EAGLE", "NEXTN")
+
+    def supports_speculative_draft_attention_backend(self, algorithm: str, backend: str) -> bool:
+        return backend == "triton"

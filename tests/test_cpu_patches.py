@@ -1,0 +1,53 @@
+"""The torch form of SGLang's post-verify state scatter (used by NEXTN on the CPU platform)
+against a plain per-request loop of the semantics SGLang's kernels document."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rio_sglang.cpu.patches import state_scatter
+
+
+def loop_scatter(dst, src, dst_idx, steps, rows):
+    for i in range(len(steps)):
+        d, s, t = int(dst_idx[i]), int(rows[i]), int(steps[i])
+        if t >= 0 and 0 <= d < dst.shape[1] and s < src.shape[1] and t < src.shape[2]:
+            dst[:, d] = src[:, s, t]
+
+
+def conv_windows(shared: torch.Tensor, k1: int) -> torch.Tensor:
+    """SGLang's deduplicated conv cache: step t's window is shared[..., t:t+K-1], overlapping."""
+    layers, reqs, dim, width = shared.shape
+    steps = width - k1 + 1
+    s = shared.stride()
+    return shared.as_strided((layers, reqs, steps, dim, k1), (s[0], s[1], s[3], s[2], s[3]))
+
+
+# name, dst indices, step indices (-1 = rejected), source rows (None = request order)
+CASES = [
+    ("all-valid", [3, 0, 5], [1, 0, 2], None),
+    ("rejected-and-out-of-range", [2, 7, 9, 1], [-1, 1, 0, 2], None),
+    ("scratch-rows", [4, 1], [2, 1], [3, 0]),
+    ("none", [], [], None),
+]
+
+
+@pytest.mark.parametrize("dst_idx,steps,rows", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("kind", ["ssm", "conv-window"])
+def test_state_scatter_equals_the_loop(kind, dst_idx, steps, rows):
+    g = torch.Generator().manual_seed(0)
+    if kind == "ssm":
+        src = torch.randn(2, 4, 3, 5, 6, generator=g, dtype=torch.float16)
+        dst = torch.randn(2, 8, 5, 6, generator=g, dtype=torch.float16)
+    else:
+        src = conv_windows(torch.randn(2, 4, 7, 5, generator=g, dtype=torch.float16), k1=3)
+        dst = torch.randn(2, 8, 7, 3, generator=g, dtype=torch.float16)
+    before, want = dst.clone(), dst.clone()
+    idx = torch.tensor(dst_idx, dtype=torch.int64)
+    st = torch.tensor(steps, dtype=torch.int32)
+    src_rows = None if rows is None else torch.tensor(rows, dtype=torch.int64)
+    loop_scatter(want, src, idx, st, range(len(steps)) if rows is None else rows)
+    state_scatter(dst, src, idx, st, src_rows)
+    assert torch.equal(dst, want)
+    assert torch.equal(dst, before) == (not any(s >= 0 for s in steps))  # the case wrote rows

@@ -26,11 +26,19 @@ CPU_FLAGS = (
     # An idle scheduler otherwise spins a core: tests keep several servers up on 2 cores.
     "--sleep-on-idle",
 )
+# NEXTN speculative decoding with the checkpoint's own MTP head (our draft class), one draft
+# token per step. On the CPU platform the draft needs SGLang's Triton attention backend
+# (EAGLE refuses torch_native); on a GPU leave the attention backend at its default.
+NEXTN_FLAGS = ("--speculative-algorithm", "NEXTN", "--speculative-num-steps", "1",
+               "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "2")
+NEXTN_CPU_FLAGS = (*NEXTN_FLAGS, "--attention-backend", "triton")
 PARSER_FLAGS = ("--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder")
 MODEL_PACKAGE = "rio_sglang.models"
 # Logged by our model class when SGLang builds it. SGLang swallows import errors of external
 # model packages and serves its own class of the same name: no mark, no server.
 SERVING_MARK = "rio-sglang model class serving"
+# Logged by our MTP draft class (NEXTN speculative decoding) when SGLang builds it.
+MTP_MARK = "rio-sglang MTP head serving"
 # Logged by every rank: its TP / PP / EP share (layers, experts, expert I-shard).
 LAYOUT_MARK = "rio-sglang rank layout"
 
@@ -106,12 +114,24 @@ class Server:
         raise ServerStartError(f"server not ready after {timeout:.0f}s; log {self.log_path}:\n"
                                + self.log_tail())
 
+    def expected_marks(self) -> list[str]:
+        """Our target class always; our MTP head too when NEXTN/EAGLE drafts from the checkpoint's
+        own mtp.* (no separate draft model)."""
+        if not self.expect_mark:
+            return []
+        algo = (self.argv[self.argv.index("--speculative-algorithm") + 1]
+                if "--speculative-algorithm" in self.argv else None)
+        own_draft = algo in ("NEXTN", "EAGLE") and "--speculative-draft-model-path" not in self.argv
+        return [SERVING_MARK, MTP_MARK] if own_draft else [SERVING_MARK]
+
     def _check_serving_class(self) -> None:
-        if not self.expect_mark or SERVING_MARK in self.log_path.read_text(errors="replace"):
+        text = self.log_path.read_text(errors="replace")
+        absent = [m for m in self.expected_marks() if m not in text]
+        if not absent:
             return
         self.stop()
         raise ServerStartError(f"SGLang is serving its built-in class, not rio-sglang's (no "
-                               f"'{SERVING_MARK}' in {self.log_path}); import errors:\n"
+                               f"'{absent[0]}' in {self.log_path}); import errors:\n"
                                + "\n".join(ln for ln in self.log_tail(400).splitlines()
                                             if "Ignore import error" in ln and "rio_" in ln))
 

@@ -128,8 +128,28 @@ RULES: tuple[Rule, ...] = (
     _r(r"^model\.visual\.(.+\.attn)\.qkv\.(weight|bias)$", _param("visual.{0}.qkv_proj.{1}")),
     _r(r"^model\.visual\.(.+)$", _param("visual.{0}")),
 )
-# Multi-token-prediction weights: recognised, reported, not loaded (no MTP head yet).
+# Multi-token-prediction weights: the target model leaves them to the MTP draft model
+# (`rio_sglang.models.qwen3_5_moe_mtp`, built when NEXTN speculative decoding is on).
 SKIPPED = re.compile(r"^mtp\.")
+# The MTP head's own tensors. Its decoder layer (`mtp.layers.0.*`) is read by the RULES above
+# under the language model's layer names (see `mtp_name`); it shares the target's embedding
+# and output head, which it loads from the target's tensors too.
+MTP_RULES: tuple[Rule, ...] = (
+    _r(r"^mtp\.fc\.weight$", _param("fc.weight")),
+    _r(r"^mtp\.(pre_fc_norm_embedding|pre_fc_norm_hidden)\.weight$", _param("{0}.weight")),
+    _r(r"^mtp\.norm\.weight$", _param("model.norm.weight")),
+    *(r for r in RULES if not r.pattern.pattern.startswith((LM + r"norm", r"^model\.visual"))),
+)
+_MTP_SHARED = ("model.language_model.embed_tokens.weight", "lm_head.weight")
+
+
+def mtp_name(name: str) -> str | None:
+    """Checkpoint name -> the name MTP_RULES read; None for the target model's tensors."""
+    if name.startswith("mtp.layers."):
+        return "model.language_model.layers." + name[len("mtp.layers."):]
+    if name.startswith("mtp.") or name in _MTP_SHARED:
+        return name
+    return None
 
 
 def elsewhere(model, name: str) -> bool:
@@ -179,20 +199,27 @@ def _first(items: list, n: int = 8) -> str:
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-def load_checkpoint(model, weights: Iterable) -> int:
-    """Load every (name, tensor); raise WeightLoadError listing all problems. Returns count."""
+def load_checkpoint(model, weights: Iterable, rules: tuple[Rule, ...] = RULES,
+                    rename: Callable[[str], str | None] | None = None,
+                    label: str = "the model") -> int:
+    """Load every (name, tensor); raise WeightLoadError listing all problems. Returns count.
+
+    `rename` (the MTP draft's `mtp_name`) maps a checkpoint name to the name `rules` read, or
+    to None for a tensor another model loads; errors always name the checkpoint's tensor."""
     filled: Counter = Counter()
     unexpected, wrong, skipped, n = [], [], [], 0
     for name, w in weights:
-        if SKIPPED.match(name):
+        key = name if rename is None else rename(name)
+        if key is None:
+            continue
+        if rename is None and SKIPPED.match(name):
             skipped.append(name)
             continue
         if elsewhere(model, name):
             continue
-        rule = next((r for r in RULES if r.pattern.match(name)), None)
-        target = None
+        rule = next((r for r in rules if r.pattern.match(key)), None)
         if rule is not None:
-            m = rule.pattern.match(name)
+            m = rule.pattern.match(key)
             try:
                 for target, k in rule.load(model, m, w, name):
                     filled[target] += k
@@ -209,9 +236,9 @@ def load_checkpoint(model, weights: Iterable) -> int:
     problems = {"missing": missing, "unexpected": unexpected, "wrongly shaped": wrong,
                 "loaded twice": over}
     if any(problems.values()):
-        raise WeightLoadError("checkpoint does not match the model; " + "; ".join(
+        raise WeightLoadError(f"checkpoint does not match {label}; " + "; ".join(
             f"{len(v)} {k}: {_first(v)}" for k, v in problems.items() if v))
     if skipped:
-        log.warning("%d mtp.* tensors present and not loaded (no MTP head in rio-sglang yet)",
-                    len(skipped))
+        log.warning("%d mtp.* tensors left to the MTP draft model (loaded only with "
+                    "--speculative-algorithm NEXTN)", len(skipped))
     return n

@@ -1,5 +1,5 @@
 """The request-side hooks in-process: spec validation errors name the field, and latent modes are
-refused under speculative decoding (a CPU server cannot run a draft model here)."""
+refused under speculative decoding (tests/test_mtp.py shows the same through a NEXTN server)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """CLI: `python -m rio_sglang.tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout L]
-[--config-only]` (the rio-slice presets are always config-only: serve them with
+[--mtp] [--config-only]` (the rio-slice presets are always config-only: serve them with
 `--load-format dummy`)."""
 
 import argparse
@@ -15,6 +15,8 @@ def main(argv=None) -> None:
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--expert-layout", default="per-expert", choices=EXPERT_LAYOUTS)
+    ap.add_argument("--mtp", action="store_true",
+                    help="add a random multi-token-prediction head (mtp.*) for NEXTN")
     ap.add_argument("--config-only", action="store_true",
                     help="config, tokenizer and processor without weights")
     args = ap.parse_args(argv)
@@ -22,7 +24,8 @@ def main(argv=None) -> None:
     if args.config_only or PRESETS[args.preset].config_only:
         write_config_only(args.out_dir, args.preset)
     else:
-        write_tiny_checkpoint(args.out_dir, args.preset, args.seed, args.expert_layout)
+        write_tiny_checkpoint(args.out_dir, args.preset, args.seed, args.expert_layout,
+                              mtp=args.mtp)
 
 
 if __name__ == "__main__":

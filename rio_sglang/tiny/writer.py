@@ -76,9 +76,30 @@ def _write_processor(tokenizer, out: Path) -> None:
     proc.save_pretrained(str(out))
 
 
+def mtp_tensors(text_config, init_std: float) -> dict:
+    """A random multi-token-prediction head under the released checkpoints' `mtp.*` names: fc
+    [H, 2H] over [embedding | hidden], its two input norms, one full-attention MoE decoder layer
+    (transformers' own layer class, for the names and shapes) and a final norm. Qwen3.5's norms
+    scale by (1 + w): 1-D tensors start at zero, matrices at N(0, init_std)."""
+    import torch
+    from transformers.models.qwen3_5_moe.modeling_qwen3_5_moe import Qwen3_5MoeDecoderLayer
+
+    attn_layer = text_config.layer_types.index("full_attention")
+    layer = Qwen3_5MoeDecoderLayer(text_config, layer_idx=attn_layer)
+    h = text_config.hidden_size
+    shapes = {f"mtp.layers.0.{k}": v.shape for k, v in layer.state_dict().items()}
+    shapes["mtp.fc.weight"] = (h, 2 * h)
+    shapes.update({f"mtp.{n}.weight": (h,) for n in
+                   ("pre_fc_norm_embedding", "pre_fc_norm_hidden", "norm")})
+    return {k: torch.zeros(s) if len(s) == 1 else torch.randn(s) * init_std
+            for k, s in shapes.items()}
+
+
 def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int = 0,
-                          expert_layout: str = "per-expert", dtype: str = "bfloat16") -> Path:
-    """Generate a randomly initialised checkpoint of the real architecture into `out_dir`."""
+                          expert_layout: str = "per-expert", dtype: str = "bfloat16",
+                          mtp: bool = False) -> Path:
+    """Generate a randomly initialised checkpoint of the real architecture into `out_dir`;
+    `mtp=True` adds a random MTP head (`mtp.*`, for NEXTN speculative decoding)."""
     import torch
     from transformers import Qwen3_5MoeForConditionalGeneration
 
@@ -100,11 +121,15 @@ def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int 
         # opens a vision block) on its own, and answers run to max_tokens as tests expect.
         special = torch.tensor(sorted(ids.values()))
         model.lm_head.weight[special] *= p.init_std / p.head_std
-    state = {k: v.to(getattr(torch, dtype)) for k, v in model.state_dict().items()}
+        state = dict(model.state_dict())
+        if mtp:
+            state.update(mtp_tensors(config.text_config, p.init_std))
+    state = {k: v.to(getattr(torch, dtype)) for k, v in state.items()}
     write_shards(checkpoint_tensors(state, expert_layout), out)
-    _write_metadata(out, config, tokenizer, ids, dtype, {
-        "preset": p.name, "seed": seed, "expert_layout": expert_layout,
-        "generator": GENERATOR_VERSION})
+    made_by = {"preset": p.name, "seed": seed, "expert_layout": expert_layout,
+               "generator": GENERATOR_VERSION}
+    _write_metadata(out, config, tokenizer, ids, dtype, {**made_by, "mtp": True} if mtp
+                    else made_by)
     log.info("wrote %s checkpoint (seed %d, %d experts, %s layout) to %s",
              p.name, seed, p.experts, expert_layout, out)
     return out
@@ -132,6 +157,8 @@ def _write_metadata(out: Path, config, tokenizer, ids: dict, dtype: str, made_by
     cfg["dtype"] = dtype
     # SGLang derives layer types from this key (transformers consumes it and drops it).
     cfg["text_config"]["full_attention_interval"] = 4
+    if made_by.get("mtp"):
+        cfg["text_config"]["mtp_num_hidden_layers"] = 1  # as Qwen3.5's released configs say
     cfg["rio_tiny"] = made_by
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     gen = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])

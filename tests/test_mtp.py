@@ -13,6 +13,8 @@ transformers' greedy tokens either way.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,7 +23,14 @@ from hf_reference import hf_greedy, hf_model
 from test_reasoning_server import gen
 from test_strict_loading import rewrite
 
-from rio_sglang.server import MTP_MARK, NEXTN_CPU_FLAGS, ServerStartError, launch
+from rio_sglang.server import (
+    MTP_MARK,
+    NEXTN_CPU_FLAGS,
+    SERVING_MARK,
+    Server,
+    ServerStartError,
+    launch,
+)
 from rio_sglang.tiny import write_tiny_checkpoint
 
 pytestmark = pytest.mark.server
@@ -133,6 +142,38 @@ def test_three_draft_steps_keep_greedy_output(mtp_ckpt, tmp_path):
     for meta in meta_list:
         assert meta["spec_num_proposed_drafts"] == 3 * meta["spec_verify_ct"], meta
         assert meta["spec_num_correct_drafts"] >= 1, meta  # the first step is still solved
+
+
+# flags, marks in the log, whether the launcher accepts the server
+MARK_CASES = [
+    ("plain", [], [SERVING_MARK], True),
+    ("nextn-our-head", list(NEXTN_CPU_FLAGS), [SERVING_MARK, MTP_MARK], True),
+    ("nextn-stock-head", list(NEXTN_CPU_FLAGS), [SERVING_MARK], False),
+    ("nextn-separate-draft", [*NEXTN_CPU_FLAGS, "--speculative-draft-model-path", "/d"],
+     [SERVING_MARK], True),
+    ("stock-target", [], [], False),
+]
+
+
+@pytest.mark.parametrize("flags,marks,accepted", [c[1:] for c in MARK_CASES],
+                         ids=[c[0] for c in MARK_CASES])
+def test_launcher_requires_our_mtp_head_when_it_drafts(tmp_path, flags, marks, accepted):
+    """SGLang silently builds its own draft class when ours fails to import: the readiness
+    check refuses a NEXTN server whose log lacks our head's line."""
+    log = tmp_path / "server.log"
+    log.write_text("".join(f"[t] {m}: ...\n" for m in marks))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            start_new_session=True)
+    srv = Server("http://127.0.0.1:1", proc, log, ["sglang.launch_server", *flags])
+    try:
+        if accepted:
+            srv._check_serving_class()
+            assert proc.poll() is None
+        else:
+            with pytest.raises(ServerStartError, match="built-in class"):
+                srv._check_serving_class()
+    finally:
+        srv.stop()
 
 
 def _drop_mtp_expert(t):

@@ -19,7 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from hf_reference import hf_greedy, hf_model
+from hf_reference import (
+    IMAGE_QUESTION,
+    hf_greedy,
+    hf_greedy_image,
+    hf_model,
+    server_greedy_image,
+)
 from test_reasoning_server import gen
 from test_strict_loading import rewrite
 
@@ -111,6 +117,13 @@ def test_drafts_of_our_mtp_head_are_accepted_and_output_is_greedy(nextn_server, 
         passes = meta["spec_verify_ct"] + meta["spec_num_correct_drafts"]
         assert NEW - 1 <= passes <= NEW, meta
     assert proposed > 0 and correct >= 0.8 * proposed, (correct, proposed)
+
+
+def test_image_request_under_nextn_equals_transformers(nextn_server, mtp_ckpt):
+    """An image prompt through the draft's multimodal path (its first step reads the target's
+    multimodal embeddings): no failure, and the output stays transformers' greedy tokens."""
+    srv, _ = nextn_server
+    assert server_greedy_image(srv.url, NEW) == hf_greedy_image(mtp_ckpt, IMAGE_QUESTION, NEW)
 
 
 def test_latent_requests_are_refused_under_nextn_and_explicit_ones_served(nextn_server):

@@ -70,10 +70,9 @@ def solve_fc(ckpt) -> torch.Tensor:
     return fc
 
 
-@pytest.fixture(scope="module")
-def mtp_ckpt(tmp_path_factory):
+def solved_checkpoint(tmp_path_factory, expert_layout: str):
     random_head = write_tiny_checkpoint(tmp_path_factory.mktemp("mtp") / "random", "tiny",
-                                        seed=0, mtp=True)
+                                        seed=0, expert_layout=expert_layout, mtp=True)
     fc = solve_fc(random_head)
     solved = tmp_path_factory.mktemp("mtp") / "solved"
     rewrite(random_head, solved, lambda t: t.__setitem__("mtp.fc.weight",
@@ -81,34 +80,41 @@ def mtp_ckpt(tmp_path_factory):
     return solved
 
 
-# name, extra flags, the experts each rank's MTP head holds (its log line)
+@pytest.fixture(scope="module")
+def mtp_ckpt(tmp_path_factory):
+    return solved_checkpoint(tmp_path_factory, "per-expert")
+
+
+# name, extra flags, expert layout on disk (mtp.* too), the experts each rank's head holds
 LAYOUTS = [
-    ("tp1", [], {"0-8"}),
-    ("tp2-ep2", ["--tp-size", "2", "--ep-size", "2"], {"0-4", "4-8"}),
+    ("tp1", [], "per-expert", {"0-8"}),
+    ("tp2-ep2", ["--tp-size", "2", "--ep-size", "2"], "fused", {"0-4", "4-8"}),
 ]
 
 
 @pytest.fixture(scope="module", params=LAYOUTS, ids=[r[0] for r in LAYOUTS])
-def nextn_server(request, mtp_ckpt, tmp_path_factory):
-    name, flags, experts = request.param
-    srv = launch(mtp_ckpt, extra_args=[*NEXTN_CPU_FLAGS, *flags],
+def nextn_server(request, tmp_path_factory):
+    """(server, experts per rank, its checkpoint)."""
+    name, flags, expert_layout, experts = request.param
+    ckpt = solved_checkpoint(tmp_path_factory, expert_layout)
+    srv = launch(ckpt, extra_args=[*NEXTN_CPU_FLAGS, *flags],
                  log_path=tmp_path_factory.mktemp("logs") / f"nextn-{name}.log")
     try:
         srv.wait_ready(timeout=600)  # requires the MTP mark as well as the target's
-        yield srv, experts
+        yield srv, experts, ckpt
     finally:
         srv.stop()
 
 
-def test_drafts_of_our_mtp_head_are_accepted_and_output_is_greedy(nextn_server, mtp_ckpt):
-    srv, experts = nextn_server
+def test_drafts_of_our_mtp_head_are_accepted_and_output_is_greedy(nextn_server):
+    srv, experts, ckpt = nextn_server
     held = set(re.findall(MTP_MARK + r": .* experts (\d+-\d+) on this rank", srv.log_path.read_text()))
     assert held == experts
     with ThreadPoolExecutor(len(PROMPTS)) as pool:  # one concurrent batch
         outs = list(pool.map(lambda p: gen(srv, p, None, new=NEW), PROMPTS))
     proposed = correct = 0
     for prompt, out in zip(PROMPTS, outs):
-        assert out["output_ids"] == hf_greedy(mtp_ckpt, prompt, NEW)
+        assert out["output_ids"] == hf_greedy(ckpt, prompt, NEW)
         meta = out["meta_info"]
         proposed += meta["spec_num_proposed_drafts"]
         correct += meta["spec_num_correct_drafts"]
@@ -119,15 +125,15 @@ def test_drafts_of_our_mtp_head_are_accepted_and_output_is_greedy(nextn_server, 
     assert proposed > 0 and correct >= 0.8 * proposed, (correct, proposed)
 
 
-def test_image_request_under_nextn_equals_transformers(nextn_server, mtp_ckpt):
+def test_image_request_under_nextn_equals_transformers(nextn_server):
     """An image prompt through the draft's multimodal path (its first step reads the target's
     multimodal embeddings): no failure, and the output stays transformers' greedy tokens."""
-    srv, _ = nextn_server
-    assert server_greedy_image(srv.url, NEW) == hf_greedy_image(mtp_ckpt, IMAGE_QUESTION, NEW)
+    srv, _, ckpt = nextn_server
+    assert server_greedy_image(srv.url, NEW) == hf_greedy_image(ckpt, IMAGE_QUESTION, NEW)
 
 
 def test_latent_requests_are_refused_under_nextn_and_explicit_ones_served(nextn_server):
-    srv, _ = nextn_server
+    srv, _, _ = nextn_server
     for mode in ("latent", "switch"):
         text = str(gen(srv, PROMPTS[0], {"mode": mode}, new=NEW, status=400))
         assert "rio_reasoning.mode" in text and "speculative decoding" in text, text[:300]

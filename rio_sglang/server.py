@@ -54,14 +54,18 @@ def cpu_env(base: dict | None = None) -> dict:
     return e
 
 
+def flag_value(argv, flag: str, default=None):
+    """The value following `flag` in a launch_server argv, or `default`."""
+    return argv[argv.index(flag) + 1] if flag in argv else default
+
+
 def cpu_thread_binding(argv, cores: int | None = None) -> str | None:
     """SGLANG_CPU_OMP_THREADS_BIND for a CPU server of several ranks (TP x PP x DP): SGLang
     otherwise allows one rank per NUMA node. Cores are split evenly ("0|1" for two ranks on two
     cores); with more ranks than cores, ranks share them round-robin. None for one rank."""
-    def size(flag: str) -> int:
-        return int(argv[argv.index(flag) + 1]) if flag in argv else 1
-
-    ranks = size("--tp-size") * size("--pp-size") * size("--dp-size")
+    ranks = 1
+    for flag in ("--tp-size", "--pp-size", "--dp-size"):
+        ranks *= int(flag_value(argv, flag, 1))
     if ranks == 1:
         return None
     cores = cores or os.cpu_count() or 1
@@ -119,8 +123,7 @@ class Server:
         own mtp.* (no separate draft model)."""
         if not self.expect_mark:
             return []
-        algo = (self.argv[self.argv.index("--speculative-algorithm") + 1]
-                if "--speculative-algorithm" in self.argv else None)
+        algo = flag_value(self.argv, "--speculative-algorithm")
         own_draft = algo in ("NEXTN", "EAGLE") and "--speculative-draft-model-path" not in self.argv
         return [SERVING_MARK, MTP_MARK] if own_draft else [SERVING_MARK]
 

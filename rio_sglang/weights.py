@@ -131,14 +131,14 @@ RULES: tuple[Rule, ...] = (
 # Multi-token-prediction weights: the target model leaves them to the MTP draft model
 # (`rio_sglang.models.qwen3_5_moe_mtp`, built when NEXTN speculative decoding is on).
 SKIPPED = re.compile(r"^mtp\.")
-# The MTP head's own tensors. Its decoder layer (`mtp.layers.0.*`) is read by the RULES above
-# under the language model's layer names (see `mtp_name`); it shares the target's embedding
-# and output head, which it loads from the target's tensors too.
+# The MTP head's own tensors, then the RULES above: `mtp_name` hands them only its decoder layer
+# (`mtp.layers.0.*`, under the language model's layer names) and the target's embedding and
+# output head, which the head shares and loads too.
 MTP_RULES: tuple[Rule, ...] = (
     _r(r"^mtp\.fc\.weight$", _param("fc.weight")),
     _r(r"^mtp\.(pre_fc_norm_embedding|pre_fc_norm_hidden)\.weight$", _param("{0}.weight")),
     _r(r"^mtp\.norm\.weight$", _param("model.norm.weight")),
-    *(r for r in RULES if not r.pattern.pattern.startswith((LM + r"norm", r"^model\.visual"))),
+    *RULES,
 )
 _MTP_SHARED = ("model.language_model.embed_tokens.weight", "lm_head.weight")
 
@@ -206,6 +206,7 @@ def load_checkpoint(model, weights: Iterable, rules: tuple[Rule, ...] = RULES,
 
     `rename` (the MTP draft's `mtp_name`) maps a checkpoint name to the name `rules` read, or
     to None for a tensor another model loads; errors always name the checkpoint's tensor."""
+    model.rio_params = dict(model.named_parameters())  # what the rules' `_param` loads into
     filled: Counter = Counter()
     unexpected, wrong, skipped, n = [], [], [], 0
     for name, w in weights:

@@ -36,7 +36,7 @@ class SparseMoe(nn.Module):
         if self.i % self.moe_tp_size:
             raise ValueError(f"moe_intermediate_size {self.i} does not split over MoE-TP "
                              f"{self.moe_tp_size}")
-        i_tp = self.i // self.moe_tp_size
+        self.i_tp = i_tp = self.i // self.moe_tp_size
         self.gate = ReplicatedLinear(self.h, self.e, bias=False, prefix=f"{prefix}.gate")
         dtype = torch.get_default_dtype()
         self.w13 = nn.Parameter(torch.empty(self.e_local, 2 * i_tp, self.h, dtype=dtype),
@@ -80,7 +80,7 @@ class SparseMoe(nn.Module):
         local = e - self.e_start
         if not 0 <= local < self.e_local:
             return False
-        i_tp = self.i // self.moe_tp_size
+        i_tp = self.i_tp
         if which == "down_proj":
             self.w2.data[local].copy_(shard_rows(w, 1, self.moe_tp_rank, self.moe_tp_size))
             return True

@@ -122,7 +122,6 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
         if path and Path(path).is_dir():
             # Every shard present and sized as its header says, before a weight is read.
             log.warning("rio-sglang serving %s", verify_checkpoint(path).describe())
-        self.rio_params = dict(self.named_parameters())
         n = load_checkpoint(self, weights)
         log.warning("rio-sglang loaded %d checkpoint tensors strictly", n)
 

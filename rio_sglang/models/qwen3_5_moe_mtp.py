@@ -119,7 +119,6 @@ class Qwen3_5ForCausalLMMTP(nn.Module):
         return self.logits_processor(input_ids, h, self.lm_head, forward_batch)
 
     def load_weights(self, weights) -> None:
-        self.rio_params = dict(self.named_parameters())
         n = load_checkpoint(self, weights, MTP_RULES, mtp_name, label="the MTP head (mtp.*)")
         log.warning("rio-sglang MTP head loaded %d checkpoint tensors strictly", n)
 

@@ -128,8 +128,9 @@ def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int 
     write_shards(checkpoint_tensors(state, expert_layout), out)
     made_by = {"preset": p.name, "seed": seed, "expert_layout": expert_layout,
                "generator": GENERATOR_VERSION}
-    _write_metadata(out, config, tokenizer, ids, dtype, {**made_by, "mtp": True} if mtp
-                    else made_by)
+    if mtp:
+        made_by["mtp"] = True
+    _write_metadata(out, config, tokenizer, ids, dtype, made_by)
     log.info("wrote %s checkpoint (seed %d, %d experts, %s layout) to %s",
              p.name, seed, p.experts, expert_layout, out)
     return out

@@ -52,10 +52,19 @@ def _param(target: str):
 
 def _embed(model, m, w, name):
     loaded = _param("model.embed_tokens.weight")(model, m, w, name)
-    keep = getattr(model, "keep_latent_embed", None)  # TP > 1: a whole copy for latent steps
-    if keep is not None:
-        keep(w)
+    _keep_latent(model, name, w)
     return loaded
+
+
+def _keep_latent(model, name: str, w) -> None:
+    """The whole embedding table for latent steps, where the model keeps a copy (TP > 1, the
+    last of several PP stages); ValueError naming the tensor if it does not fit."""
+    keep = getattr(model, "keep_latent_embed", None)
+    try:
+        if keep is not None:
+            keep(w)
+    except RuntimeError as e:
+        raise ValueError(f"{name}: {e}") from None
 
 
 def _layer(model, m):
@@ -217,6 +226,11 @@ def load_checkpoint(model, weights: Iterable, rules: tuple[Rule, ...] = RULES,
             skipped.append(name)
             continue
         if elsewhere(model, name):
+            if re.match(LM + r"embed_tokens\.weight$", name):
+                try:
+                    _keep_latent(model, name, w)  # the last stage's copy (PP)
+                except ValueError as e:
+                    wrong.append(str(e))
             continue
         rule = next((r for r in rules if r.pattern.match(key)), None)
         if rule is not None:

@@ -292,7 +292,7 @@ def test_openai_stream_returns_the_non_stream_text(client):
     assert streamed.reasoning + streamed.content
     # The stream's last chunk before [DONE] carries the same statistics as the full response.
     assert streamed.stats is not None and streamed.stats == rio.openai_stats(full)
-    assert streamed.stats.latent_steps + streamed.stats.explicit_steps == 5  # all but the last
+    assert streamed.stats.latent_steps + streamed.stats.explicit_steps == 6  # one per token
 
 
 @pytest.mark.server

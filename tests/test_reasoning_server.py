@@ -12,6 +12,7 @@ import torch
 from hf_reference import hf_model
 
 from rio_sglang.reasoning import ReasoningSpec, generate_reference, resolve_tokens
+from rio_sglang.server import launch
 
 pytestmark = pytest.mark.server
 NEW = 10
@@ -66,7 +67,7 @@ def test_each_mode_reports_statistics(server, mode):
     if mode == "explicit":
         assert stats["latent_steps"] == 0 and stats["explicit_steps"] == NEW
     else:
-        assert steps == NEW - 1  # the last token is never fed back, so never classified
+        assert steps == NEW == len(stats["modes"])  # every emitted token is one step
         assert stats["latent_steps"] > 0
 
 
@@ -132,17 +133,18 @@ def transitions(modes: str, stats) -> set[str]:
     return seen | {k for k, v in flags.items() if v}
 
 
-def reference_run(ckpt, spec: dict, expected: set[str]):
-    """`reference.py` on REF_PROMPT_SEED's prompt for REF_NEW steps: (prompt, result, modes as
-    "L"/"E"), asserting that the transitions a case names really happen in the reference."""
+def reference_run(ckpt, spec: dict, expected: set[str], seed: int = REF_PROMPT_SEED,
+                  new: int = REF_NEW):
+    """`reference.py` on `seed`'s prompt for `new` steps: (prompt, result, modes as "L"/"E"),
+    asserting that the transitions a case names really happen in the reference."""
     from transformers import AutoTokenizer
 
-    prompt = ids_prompt(8, seed=REF_PROMPT_SEED)
+    prompt = ids_prompt(8, seed=seed)
     # The reference runs in fp32: latent inputs carry rounding from step to step, and an fp16
     # transformers run drifts from both (the fp16 server matches the fp32 reference).
     ref = generate_reference(hf_model(str(ckpt), torch.float32),
                              resolve_tokens(AutoTokenizer.from_pretrained(ckpt)),
-                             torch.tensor([prompt]), ReasoningSpec.from_json(spec), REF_NEW)
+                             torch.tensor([prompt]), ReasoningSpec.from_json(spec), new)
     ref_modes = "".join(m[0].upper() for m in ref.modes)
     assert expected <= transitions(ref_modes, ref.stats)
     return prompt, ref, ref_modes
@@ -157,7 +159,54 @@ def test_greedy_tokens_and_modes_equal_the_reference(server, tiny_ckpt, name, sp
     if spec["mode"] == "explicit":
         assert stats["modes"] == "E" * REF_NEW and stats["latent_steps"] == 0
         return
-    # The server classifies a step when its token is fed back: all but the last.
-    assert stats["modes"] == ref_modes[:-1]
-    for key in ("switches", "injected_convergence", "injected_termination", "forced_think_end"):
-        assert stats[key] == getattr(ref.stats, key), key
+    assert stats["modes"] == ref_modes
+    assert {k: v for k, v in stats.items() if k != "modes"} == ref.stats.to_json()
+
+
+def assert_equals_reference(got: dict, ref, ref_modes: str) -> None:
+    stats = dict(got["meta_info"]["rio_reasoning"])
+    assert stats.pop("modes") == ref_modes
+    assert stats == ref.stats.to_json()
+
+
+# The third switch (> 2 x max_switches) queues the termination text and an answer budget of 2
+# tokens, where the reference stops; the server ends the request with one more token, EOS.
+TERMINATION = {"mode": "switch", "window": 1, "max_switches": 1, "termination_budget": 2,
+               **NO_MATH}
+TERMINATION_SEED, TERMINATION_NEW = 37, 16
+
+
+def test_answer_budget_ends_the_request_like_the_reference(server, tiny_ckpt):
+    from transformers import AutoTokenizer
+
+    prompt, ref, ref_modes = reference_run(tiny_ckpt, TERMINATION, {"termination"},
+                                           seed=TERMINATION_SEED, new=TERMINATION_NEW)
+    assert len(ref.tokens) < TERMINATION_NEW  # the budget, not max_new_tokens, ended it
+    eos = resolve_tokens(AutoTokenizer.from_pretrained(tiny_ckpt)).eos_id
+    got = gen(server, prompt, TERMINATION, new=TERMINATION_NEW)
+    assert got["output_ids"] == ref.tokens + [eos]
+    assert got["meta_info"]["finish_reason"]["type"] == "stop"
+    assert_equals_reference(got, ref, ref_modes)
+
+
+@pytest.fixture(scope="module")
+def chunked_server(tiny_ckpt, tmp_path_factory):
+    """Prompts prefilled 4 tokens at a time: an 8-token prompt takes a middle chunk first."""
+    srv = launch(tiny_ckpt, extra_args=["--chunked-prefill-size", "4"],
+                 log_path=tmp_path_factory.mktemp("logs") / "chunked.log")
+    try:
+        srv.wait_ready(timeout=600)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("case", REFERENCE_CASES[1:3], ids=[c[0] for c in REFERENCE_CASES[1:3]])
+def test_chunked_prefill_steps_once_the_prompt_is_complete(chunked_server, tiny_ckpt, case):
+    """A middle chunk samples a placeholder: stepping on it would add a step (modes, counts)."""
+    _, spec, expected = case
+    prompt, ref, ref_modes = reference_run(tiny_ckpt, spec, expected)
+    got = gen(chunked_server, prompt, spec, new=REF_NEW)
+    assert got["output_ids"] == ref.tokens
+    assert_equals_reference(got, ref, ref_modes)
+    assert "chunked_prefill_size=4," in chunked_server.log_path.read_text()

@@ -41,9 +41,6 @@ def test_verify_names_the_field(sampling_params, spec, error):
 
 # what the server runs, the mode asked for, the refusal (None: served)
 REFUSALS = [
-    ("_pp_size", 2, "latent", r"rio_reasoning\.mode: .*without pipeline parallelism"),
-    ("_pp_size", 2, "switch", r"rio_reasoning\.mode: .*runs PP 2"),
-    ("_pp_size", 2, "explicit", None),
     ("_speculative_algorithm", "EAGLE", "latent", r"rio_reasoning\.mode: .*speculative decoding"),
     ("_speculative_algorithm", "EAGLE", "switch", r"rio_reasoning\.mode: .*speculative decoding"),
     ("_speculative_algorithm", "EAGLE", "explicit", None),

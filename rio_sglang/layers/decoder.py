@@ -81,7 +81,7 @@ class RioTextModel(nn.Module):
             prefix=f"{prefix}.layers")
         self.norm = (GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps) if last
                      else PPMissingLayer())
-        # Set by the reasoning runtime: (input_ids, embeds, forward_batch) -> embeds.
+        # Set by the reasoning runtime: (embeds, forward_batch) -> embeds (latent slots' inputs).
         self.embed_override = None
 
     def get_input_embeddings(self) -> nn.Module:
@@ -90,7 +90,7 @@ class RioTextModel(nn.Module):
     def embed(self, input_ids, input_embeds, forward_batch) -> torch.Tensor:
         h = self.embed_tokens(input_ids) if input_embeds is None else input_embeds
         if self.embed_override is not None:
-            h = self.embed_override(input_ids, h, forward_batch)
+            h = self.embed_override(h, forward_batch)
         return h
 
     def owns_layer(self, layer_id: int) -> bool:

@@ -41,12 +41,14 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
         rope = getattr(self.config, "rope_parameters", None) or self.config.rope_scaling or {}
         self.is_mrope_enabled = not self.language_model_only and "mrope_section" in rope
         self.tp_size = get_tensor_model_parallel_world_size()
-        self.reasoning = None  # built on the first batch that asks for latent reasoning
-        # Latent steps mix rows of the whole embedding table. Under TP each rank holds a vocab
-        # shard, so each keeps a full copy for the reasoning runtime: V x H in the model dtype
-        # (~1.9 GiB for Rio), allocated here so that SGLang's memory profile counts it, filled
-        # from the checkpoint by the loader (or gathered from the shards on first use).
-        whole_copy = self.tp_size > 1 and self.pp_group.world_size == 1
+        self.reasoning = None  # ReasoningRuntime: `init_reasoning`, once the slot pool exists
+        # Latent steps mix rows of the whole embedding table, where the logits are: on the last
+        # stage. Under TP each rank holds a vocab shard and under PP the last stage holds none,
+        # so they keep a full copy: V x H in the model dtype (~1.9 GiB for Rio), allocated here
+        # so that SGLang's memory profile counts it, filled from the checkpoint by the loader (or
+        # from the shards on first use).
+        pp = self.pp_group
+        whole_copy = pp.is_last_rank and (self.tp_size > 1 or pp.world_size > 1)
         self.register_buffer("latent_embed", torch.empty(
             self.config.vocab_size, self.config.hidden_size) if whole_copy else None,
             persistent=False)
@@ -67,55 +69,42 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
                 f"ep {mlp.ep_rank}/{mlp.ep_size} experts {mlp.e_start}-{mlp.e_start + mlp.e_local} "
                 f"moe_tp {mlp.moe_tp_rank}/{mlp.moe_tp_size} expert_inter {mlp.w2.shape[2]}")
 
-    def forward(self, input_ids, positions, forward_batch, get_embedding: bool = False,
-                pp_proxy_tensors=None):
-        """SGLang's forward, plus SwiReasoning when the batch holds latent/switch requests."""
-        admission = (forward_batch.model_specific_states or {}).get("rio_reasoning")
-        runtime = self._reasoning_runtime(forward_batch) if admission is not None else None
-        if runtime is not None:
-            runtime.admit(admission)
-            weight = self._latent_table()
-            self.model.embed_override = lambda ids, h, fb: runtime.override_embeds(
-                fb.input_ids, h, fb, weight)
-        try:
-            out = super().forward(input_ids, positions, forward_batch, get_embedding,
-                                  pp_proxy_tensors)
-        finally:
-            self.model.embed_override = None
-        if runtime is not None and not get_embedding:
-            runtime.end(forward_batch, out.next_token_logits)
-        return out
-
     def keep_latent_embed(self, full: torch.Tensor) -> None:
-        """The loader hands over the checkpoint's whole embedding table [V, H] (TP > 1 only)."""
+        """The loader hands over the checkpoint's whole embedding table [V, H] (kept where the
+        model has a `latent_embed`: TP > 1, or the last of several PP stages)."""
         if self.latent_embed is not None:
+            if tuple(full.shape) != tuple(self.latent_embed.shape):
+                raise RuntimeError(f"shape {tuple(full.shape)}, expected "
+                                   f"{tuple(self.latent_embed.shape)}")
             self.latent_embed.copy_(full)
             self.latent_embed_ready = True
 
-    def _latent_table(self) -> torch.Tensor:
-        """[V(+pad), H] embedding rows for latent mixtures: the whole table on every rank."""
+    def latent_table(self) -> torch.Tensor:
+        """[V(+pad), H] embedding rows for latent mixtures: the whole table (last stage)."""
         if self.latent_embed is None:
             return self.model.embed_tokens.weight
-        if not self.latent_embed_ready:  # e.g. --load-format dummy: gather the vocab shards
-            from sglang.srt.distributed.communication_op import tensor_model_parallel_all_gather
+        if not self.latent_embed_ready:  # --load-format dummy: no checkpoint table was handed
+            if self.pp_group.is_first_rank:  # gather the vocab shards
+                from sglang.srt.distributed.communication_op import (
+                    tensor_model_parallel_all_gather,
+                )
 
-            full = tensor_model_parallel_all_gather(self.model.embed_tokens.weight.data, dim=0)
-            self.latent_embed.copy_(full[: self.latent_embed.shape[0]])
+                full = tensor_model_parallel_all_gather(self.model.embed_tokens.weight.data, dim=0)
+                self.latent_embed.copy_(full[: self.latent_embed.shape[0]])
+            else:  # the table lives on the first stage: dummy rows, as the weights are
+                log.warning("rio-sglang: dummy weights, random embedding rows for latent steps")
+                self.latent_embed.normal_(0.0, 0.02)
             self.latent_embed_ready = True
         return self.latent_embed
 
-    def _reasoning_runtime(self, forward_batch):
-        if self.reasoning is None:
-            if self.pp_group.world_size > 1:
-                raise NotImplementedError("latent reasoning with pipeline parallelism is not "
-                                          "implemented: serve latent/switch requests at PP 1")
-            from sglang.srt.model_executor.forward_context import get_req_to_token_pool
-
-            self.reasoning = ReasoningRuntime(
-                get_req_to_token_pool().size + 1, self.config.vocab_size,
-                self.model_path, self.model.embed_tokens.weight.device,
-                self.model.embed_tokens.weight.dtype)
-        return self.reasoning
+    def init_reasoning(self, num_slots: int) -> None:
+        """Per-slot reasoning state on this rank, and the embedding override that feeds latent
+        slots their next input (SGLang calls it through our hook before capturing graphs)."""
+        weight = self.model.layers[self.model.start_layer].input_layernorm.weight  # model dtype
+        self.reasoning = ReasoningRuntime(
+            num_slots, self.config.vocab_size, self.config.hidden_size, self.model_path,
+            weight.device, weight.dtype)
+        self.model.embed_override = self.reasoning.override_embeds
 
     def load_weights(self, weights) -> None:
         path = self.model_path

@@ -75,10 +75,12 @@ def _spec_values(spec: ReasoningSpec, max_new_tokens: int) -> dict[str, float | 
 
 @dataclass(frozen=True)
 class StepOutput:
-    next_token: torch.Tensor  # [B] int64: emitted token, after injections
+    next_token: torch.Tensor  # [B] int64: emitted token, after injections (EOS once the
+    # answer budget was spent at the previous step: the request ends there)
     next_embeds: torch.Tensor  # [B, H] embed dtype: the next step's input
     is_latent: torch.Tensor  # [B] bool
     finished: torch.Tensor  # [B] bool: EOS, answer budget spent, or max_new_tokens reached
+    stepped: torch.Tensor  # [B] bool: False where the row only emitted EOS (kept its state)
 
 
 class ReasoningState:
@@ -151,12 +153,15 @@ class ReasoningState:
         self, slot_idx: torch.Tensor, logits_rows: torch.Tensor, sampled_tokens: torch.Tensor,
         embed_weight: torch.Tensor,
     ) -> StepOutput:
-        """slot_idx: [B] distinct slots, logits_rows: [B, V] raw, sampled_tokens: [B],
-        embed_weight: [V, H]. Same per-step algorithm as `reference.swir_step`."""
+        """slot_idx: [B] distinct slots, logits_rows: [B, V] raw, sampled_tokens: [B] the
+        model's own samples (an injection replaces them here), embed_weight: [V, H]. Same
+        per-step algorithm as `reference.swir_step`. A row whose answer budget ran out at its
+        previous step (where the reference stops) emits EOS and keeps its state."""
         s = slot_idx.to(self.device, torch.long)  # [B]
         g = {name: t.index_select(0, s) for name, t in self.t.items()}  # [B] each
         tk = self.tokens
         step, first = g["step"], g["step"] == 0
+        over = g["answer_budget"] == 0  # the reference finished at the previous step
         # 2. entropy of the raw distribution
         p0 = torch.softmax(logits_rows.float(), dim=-1)  # [B, V]
         H = ops.softmax_entropy(logits_rows)  # [B] fp32
@@ -224,8 +229,11 @@ class ReasoningState:
         queue_pos = torch.where(stop, 0, queue_pos)
         queue_locks = queue_locks | stop
         # 9. emit; count; finish on EOS, the answer budget or max_new_tokens
+        if self.eos_id >= 0:
+            tok = torch.where(over, self.eos_id, tok)
         finished = (tok == self.eos_id) | (budget == 0) | (step + 1 >= g["max_new_tokens"])
-        self._write(s, queue, {
+        queue = torch.where(over[:, None], self.queue.index_select(0, s), queue)
+        self._write(s, over, g, queue, {
             "explicit": explicit, "h_ref": h_ref, "stay": stay, "switches": switches,
             "locked": locked, "closed": closed, "step": step + 1, "queue_pos": queue_pos,
             "queue_len": queue_len, "queue_locks": queue_locks, "answer_budget": budget,
@@ -236,9 +244,12 @@ class ReasoningState:
             "injected_termination": g["injected_termination"] | terminate,
             "forced_think_end": g["forced_think_end"] | stop,
         })
-        return StepOutput(tok, next_embeds.to(w.dtype), ~is_explicit, finished)
+        return StepOutput(tok, next_embeds.to(w.dtype), ~is_explicit, finished, ~over)
 
-    def _write(self, s: torch.Tensor, queue: torch.Tensor, rows: dict[str, torch.Tensor]) -> None:
+    def _write(self, s: torch.Tensor, keep: torch.Tensor, old: dict[str, torch.Tensor],
+               queue: torch.Tensor, rows: dict[str, torch.Tensor]) -> None:
+        """New values of the rows' fields, except where `keep` holds: their `old` ones."""
         self.queue.index_copy_(0, s, queue)
         for name, value in rows.items():
-            self.t[name].index_copy_(0, s, value.to(self.t[name].dtype))
+            value = torch.where(keep, old[name], value.to(self.t[name].dtype))
+            self.t[name].index_copy_(0, s, value)

@@ -1,12 +1,14 @@
 """Hooks into SGLang 0.5.23 for per-request reasoning (installed by the plugin in every process).
 
 1. `SamplingParams.verify`: a bad `custom_params.rio_reasoning` is a ValueError -> HTTP 400.
-2. `ForwardBatch.init_new`: admit new reasoning requests (their slot and spec) for the model.
+2. `ModelRunner` (after its memory pool): our model builds its reasoning runtime before any CUDA
+   graph is captured, and SGLang's sampling observer is ours (engine.py).
+   `ForwardBatch.init_new`: new latent / switch requests get their slot reset, and the batch's
+   sampling info names the rows that step after sampling.
 3. `SchedulerOutputStreamer` + `TokenizerManager`: finished requests carry
    `meta_info["rio_reasoning"]`, a dict of statistics; OpenAI responses carry it in
    `metadata["rio_reasoning"]`, OpenAI streams in one last chunk before `[DONE]`.
-4. CUDA-graph runners decode batches with latent requests eagerly.
-5. The radix cache never keys KV written by latent steps: reasoning requests insert no more
+4. The radix cache never keys KV written by latent steps: reasoning requests insert no more
    than what the tree already held when they finished.
 """
 
@@ -41,11 +43,6 @@ def _patch_verify() -> None:
         except ReasoningSpecError as e:
             # str(e) starts with the field: "window: must be >= 1, got -1"
             raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
-        if rq.uses_latent(spec) and _pp_size() > 1:
-            raise ValueError(
-                f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning needs a server without "
-                f"pipeline parallelism (this one runs PP {_pp_size()}: the latent input is made "
-                "on the first stage from logits of the last); use mode 'explicit' here")
         if rq.uses_latent(spec) and _speculative_algorithm():
             raise ValueError(
                 f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run under "
@@ -66,39 +63,70 @@ def _speculative_algorithm() -> str | None:
     return str(algo) if algo else None
 
 
-def _pp_size() -> int:
-    from sglang.srt import runtime_context
+def _patch_model_runner() -> None:
+    """Our model builds its reasoning runtime once the request-slot pool exists and before CUDA
+    graphs are captured (the decode graph captures its embedding override), and the runner
+    samples through our observer."""
+    from sglang.srt.model_executor.model_runner import ModelRunner
 
-    try:
-        return int(runtime_context.get_parallel().pp_size)
-    except (RuntimeError, LookupError, AttributeError, ValueError, TypeError):
-        return 1
+    from rio_sglang.runtime.engine import ReasoningObserver
+
+    original = ModelRunner._init_post_memory_pool_components
+
+    @functools.wraps(original)
+    def init_post_memory_pool(self):
+        original(self)
+        init = getattr(self.model, "init_reasoning", None)
+        if init is None or getattr(self, "is_draft_worker", False):
+            return
+        init(self.req_to_token_pool.size + 1)
+        if self.supports_sampling_observer():  # not under speculative decoding (refused there)
+            self.sampling_observer = ReasoningObserver(self.model)
+
+    ModelRunner._init_post_memory_pool_components = init_post_memory_pool
+
+
+def _steps(req, decode: bool) -> bool:
+    """Does the request take a reasoning step after this forward's sampling? Not while its
+    prompt is still being prefilled in chunks (a middle chunk samples a placeholder)."""
+    if decode:
+        return True
+    end = getattr(req, "extend_end", None)
+    return end is None or end >= len(req.full_untruncated_fill_ids)
 
 
 def _patch_init_new() -> None:
     from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+
+    from rio_sglang.runtime.engine import ROWS_ATTR
 
     original = ForwardBatch.init_new.__func__
 
     @functools.wraps(original)
     def init_new(cls, batch, model_runner, **kwargs):
         fb = original(cls, batch, model_runner, **kwargs)
-        admission, active = rq.Admission(), False
-        for req in batch.reqs:
+        runtime = getattr(model_runner.model, "reasoning", None)
+        if runtime is None:
+            return fb
+        admission, index, slots = rq.Admission(), [], []
+        decode = batch.forward_mode.is_decode()
+        for i, req in enumerate(batch.reqs):
             spec = rq.spec_of_req(req)
             if not rq.uses_latent(spec):
                 continue
-            active = True
+            slot = int(req.kv.req_pool_idx)
             if req.rid not in rq.TRACKED:
-                slot = int(req.kv.req_pool_idx)
                 rq.TRACKED[req.rid] = rq.Tracked(slot, spec)
                 admission.slots.append(slot)
                 admission.specs.append(spec)
                 admission.max_new_tokens.append(int(req.sampling_params.max_new_tokens or 1))
-        if active:
-            states = dict(fb.model_specific_states or {})
-            states[STATS_KEY] = admission
-            fb.model_specific_states = states
+            if _steps(req, decode):
+                index.append(i)
+                slots.append(slot)
+        if admission.slots:
+            runtime.admit(admission.slots, admission.specs, admission.max_new_tokens)
+        if index and fb.sampling_info is not None:
+            setattr(fb.sampling_info, ROWS_ATTR, runtime.rows(index, slots))
         return fb
 
     ForwardBatch.init_new = classmethod(init_new)
@@ -206,25 +234,6 @@ def _stats_chunk(rid, request, obj: str) -> str | None:
     return f"data: {json.dumps(body)}\n\n"
 
 
-def _patch_graph_runners() -> None:
-    """Graph replay never re-runs the Python of `model.forward`, where the reasoning runtime
-    lives: batches holding latent/switch requests decode eagerly (correct, slower)."""
-    from sglang.srt.model_executor.runner.decode_cuda_graph_runner import DecodeCudaGraphRunner
-    from sglang.srt.model_executor.runner.prefill_cuda_graph_runner import (
-        PrefillCudaGraphRunner,
-    )
-
-    for cls in (DecodeCudaGraphRunner, PrefillCudaGraphRunner):
-        original = cls.can_run_graph
-
-        def can_run_graph(self, forward_batch, _original=original):
-            if STATS_KEY in (forward_batch.model_specific_states or {}):
-                return False
-            return _original(self, forward_batch)
-
-        cls.can_run_graph = can_run_graph
-
-
 def _patch_radix_cache() -> None:
     from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
 
@@ -248,10 +257,10 @@ def install() -> None:
         return
     _installed = True
     _patch_verify()
+    _patch_model_runner()
     _patch_init_new()
     _patch_streamer()
     _patch_meta_info()
     _patch_openai()
-    _patch_graph_runners()
     _patch_radix_cache()
     log.info("rio-sglang reasoning hooks installed")

@@ -1,8 +1,8 @@
 """Per-request reasoning bookkeeping on the scheduler side (host only, no SGLang import).
 
-The model and the scheduler share a process (one per TP rank), so this module-level registry is
-how the forward hook hands new requests to the model and how the output streamer gets
-statistics back.
+The model and the scheduler share a process (one per rank), so this module-level registry is
+how the forward-batch hook knows which requests it has admitted (and their slots) and how the
+output streamer finds a finished request's slot for its statistics.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpec
 
 @dataclass
 class Admission:
-    """Requests whose slots the model must reset before this forward."""
+    """Requests whose slots the reasoning runtime resets before their first forward."""
 
     slots: list[int] = field(default_factory=list)
     specs: list[ReasoningSpec] = field(default_factory=list)

@@ -1,11 +1,14 @@
-"""The request-side hooks in-process: spec validation errors name the field, and latent modes are
-refused under speculative decoding (tests/test_mtp.py shows the same through a NEXTN server)."""
+"""The request-side hooks in-process: spec validation errors name the field, latent modes are
+refused under speculative decoding (tests/test_mtp.py shows the same through a NEXTN server),
+and the slot bookkeeping that tells the runtime which slots to reset or release."""
 
 from __future__ import annotations
 
 import pytest
 
+from rio_sglang.reasoning.spec import ReasoningSpec
 from rio_sglang.runtime import hooks
+from rio_sglang.runtime import requests as rq
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +60,33 @@ def test_latent_modes_refused_where_they_cannot_run(sampling_params, monkeypatch
     else:
         with pytest.raises(ValueError, match=refusal):
             sp.verify(512)
+
+
+LAT = ReasoningSpec(mode="latent")
+# Per row: a sequence of (rid, slot, spec) claims as batches show them, and per claim what the
+# runtime must do: (reset the slot for the request?, slots to release first).
+CLAIMS = [
+    ("new latent, then its later batches",
+     [("a", 1, LAT), ("a", 1, LAT)], [(True, []), (False, [])]),
+    ("explicit requests own nothing",
+     [("e", 1, None), ("e", 1, ReasoningSpec(mode="explicit"))], [(False, []), (False, [])]),
+    ("a latent request left slot 1 without finishing: the explicit one there releases it",
+     [("a", 1, LAT), ("e", 1, None), ("e", 1, None)], [(True, []), (False, [1]), (False, [])]),
+    ("a latent one there instead: released, then reset for it",
+     [("a", 1, LAT), ("b", 1, LAT)], [(True, []), (True, [1])]),
+    ("retracted and prefilled again in slot 2: slot 1 released, slot 2 reset",
+     [("a", 1, LAT), ("a", 2, LAT)], [(True, []), (True, [1])]),
+    ("retracted, and slot 1 already taken by another latent request: left to it",
+     [("a", 1, LAT), ("b", 1, LAT), ("a", 2, LAT)], [(True, []), (True, [1]), (True, [])]),
+]
+
+
+@pytest.mark.parametrize("claims,expected", [c[1:] for c in CLAIMS], ids=[c[0] for c in CLAIMS])
+def test_slot_bookkeeping(monkeypatch, claims, expected):
+    monkeypatch.setattr(rq, "TRACKED", {})
+    monkeypatch.setattr(rq, "SLOT_OWNER", {})
+    assert [rq.claim(rid, slot, spec) for rid, slot, spec in claims] == expected
+    last_rid, last_slot, _ = claims[-1]
+    if rq.uses_latent(claims[-1][2]):
+        assert rq.forget(last_rid).slot == last_slot
+    assert last_slot not in rq.SLOT_OWNER

@@ -3,8 +3,9 @@
 1. `SamplingParams.verify`: a bad `custom_params.rio_reasoning` is a ValueError -> HTTP 400.
 2. `ModelRunner` (after its memory pool): our model builds its reasoning runtime before any CUDA
    graph is captured, and SGLang's sampling observer is ours (engine.py).
-   `ForwardBatch.init_new`: new latent / switch requests get their slot reset, and the batch's
-   sampling info names the rows that step after sampling.
+   `ForwardBatch.init_new`: new latent / switch requests get their slot reset, slots left by
+   requests that never finished here are released (`requests.claim`), and the batch's sampling
+   info names the rows that step after sampling.
 3. `SchedulerOutputStreamer` + `TokenizerManager`: finished requests carry
    `meta_info["rio_reasoning"]`, a dict of statistics; OpenAI responses carry it in
    `metadata["rio_reasoning"]`, OpenAI streams in one last chunk before `[DONE]`.
@@ -108,21 +109,22 @@ def _patch_init_new() -> None:
         runtime = getattr(model_runner.model, "reasoning", None)
         if runtime is None:
             return fb
-        admission, index, slots = rq.Admission(), [], []
+        admission, release, index, slots = rq.Admission(), [], [], []
         decode = batch.forward_mode.is_decode()
         for i, req in enumerate(batch.reqs):
             spec = rq.spec_of_req(req)
-            if not rq.uses_latent(spec):
-                continue
             slot = int(req.kv.req_pool_idx)
-            if req.rid not in rq.TRACKED:
-                rq.TRACKED[req.rid] = rq.Tracked(slot, spec)
+            admit, stale = rq.claim(req.rid, slot, spec)
+            release += stale
+            if admit:
                 admission.slots.append(slot)
                 admission.specs.append(spec)
                 admission.max_new_tokens.append(int(req.sampling_params.max_new_tokens or 1))
-            if _steps(req, decode):
+            if rq.uses_latent(spec) and _steps(req, decode):
                 index.append(i)
                 slots.append(slot)
+        if release:
+            runtime.release(release)
         if admission.slots:
             runtime.admit(admission.slots, admission.specs, admission.max_new_tokens)
         if index and fb.sampling_info is not None:
@@ -144,7 +146,7 @@ def _patch_streamer() -> None:
             if spec is None or not req.finished():
                 values.append([])
                 continue
-            tracked = rq.TRACKED.pop(req.rid, None)
+            tracked = rq.forget(req.rid)
             values.append([engine.finish(tracked, len(req.output_ids))])
         return {STATS_KEY: values}
 

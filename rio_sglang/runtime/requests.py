@@ -28,6 +28,40 @@ class Tracked:
 
 
 TRACKED: dict[str, Tracked] = {}  # rid -> slot and spec, from admission to finish
+SLOT_OWNER: dict[int, str] = {}  # slot -> rid of the latent / switch request admitted there
+
+
+def claim(rid: str, slot: int, spec: ReasoningSpec | None) -> tuple[bool, list[int]]:
+    """A request is in a batch, in `slot`: (reset the slot for it?, slots to release first).
+
+    A slot still owned by another request (one that left without finishing through the output
+    streamer) is released, so that an explicit request there decodes its own tokens; a latent
+    request found in a new slot (retracted, then prefilled again) starts over there."""
+    release = []
+    previous = SLOT_OWNER.get(slot)
+    if previous is not None and previous != rid:
+        TRACKED.pop(previous, None)
+        del SLOT_OWNER[slot]
+        release.append(slot)
+    if not uses_latent(spec):
+        return False, release
+    tracked = TRACKED.get(rid)
+    if tracked is not None and tracked.slot == slot:
+        return False, release
+    if tracked is not None and SLOT_OWNER.get(tracked.slot) == rid:
+        del SLOT_OWNER[tracked.slot]
+        release.append(tracked.slot)
+    TRACKED[rid] = Tracked(slot, spec)
+    SLOT_OWNER[slot] = rid
+    return True, release
+
+
+def forget(rid: str) -> Tracked | None:
+    """A request finished: its bookkeeping, if it was a latent / switch one."""
+    tracked = TRACKED.pop(rid, None)
+    if tracked is not None and SLOT_OWNER.get(tracked.slot) == rid:
+        del SLOT_OWNER[tracked.slot]
+    return tracked
 
 
 def spec_of(custom_params) -> ReasoningSpec | None:

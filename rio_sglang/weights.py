@@ -51,20 +51,19 @@ def _param(target: str):
 
 
 def _embed(model, m, w, name):
-    loaded = _param("model.embed_tokens.weight")(model, m, w, name)
-    _keep_latent(model, name, w)
+    """Read by every stage: the embedding lives on the first; the whole table is also kept
+    wherever the model mixes latent inputs from it (TP > 1, the last of several PP stages)."""
+    loaded = _param("model.embed_tokens.weight")(model, m, w, name) if _first_stage(model) else []
+    keep = getattr(model, "keep_latent_embed", None)
+    if keep is not None:
+        keep(w)
     return loaded
 
 
-def _keep_latent(model, name: str, w) -> None:
-    """The whole embedding table for latent steps, where the model keeps a copy (TP > 1, the
-    last of several PP stages); ValueError naming the tensor if it does not fit."""
-    keep = getattr(model, "keep_latent_embed", None)
-    try:
-        if keep is not None:
-            keep(w)
-    except RuntimeError as e:
-        raise ValueError(f"{name}: {e}") from None
+def _first_stage(model) -> bool:
+    """Is this the first pipeline stage (or a model without stages, such as the MTP head)?"""
+    return getattr(getattr(getattr(model, "model", None), "pp_group", None), "is_first_rank",
+                   True)
 
 
 def _layer(model, m):
@@ -163,9 +162,9 @@ def mtp_name(name: str) -> str | None:
 
 def elsewhere(model, name: str) -> bool:
     """True for a checkpoint tensor another pipeline stage loads: a layer outside this stage's
-    range, the embedding and the vision tower off the first stage (images are embedded there;
-    SGLang leaves later stages' vision tower partly unbuilt), the final norm and lm_head off the
-    last."""
+    range, the vision tower off the first stage (images are embedded there; SGLang leaves later
+    stages' vision tower partly unbuilt), the final norm and lm_head off the last. (Every stage
+    reads the embedding: see `_embed`.)"""
     text = getattr(model, "model", None)
     if text is None or not hasattr(text, "owns_layer"):
         return False
@@ -175,8 +174,6 @@ def elsewhere(model, name: str) -> bool:
     if m:
         i = int(m.group(1))
         return i < model.config.num_hidden_layers and not text.owns_layer(i)
-    if re.match(LM + r"embed_tokens\.", name):
-        return not text.pp_group.is_first_rank
     if re.match(LM + r"norm\.|^lm_head\.", name):
         return not text.pp_group.is_last_rank
     return False
@@ -185,8 +182,7 @@ def elsewhere(model, name: str) -> bool:
 def expected_fills(model) -> dict[str, int]:
     """How many loads complete each parameter (experts: one per local expert and projection)."""
     fills = {}
-    text = getattr(model, "model", None)
-    first_stage = getattr(getattr(text, "pp_group", None), "is_first_rank", True)
+    first_stage = _first_stage(model)
     for name, p in model.named_parameters():
         if name.startswith("visual.") and not first_stage:
             continue  # loaded by the first stage only (see `elsewhere`)
@@ -226,11 +222,6 @@ def load_checkpoint(model, weights: Iterable, rules: tuple[Rule, ...] = RULES,
             skipped.append(name)
             continue
         if elsewhere(model, name):
-            if re.match(LM + r"embed_tokens\.weight$", name):
-                try:
-                    _keep_latent(model, name, w)  # the last stage's copy (PP)
-                except ValueError as e:
-                    wrong.append(str(e))
             continue
         rule = next((r for r in rules if r.pattern.match(key)), None)
         if rule is not None:

@@ -74,7 +74,7 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
         model has a `latent_embed`: TP > 1, or the last of several PP stages)."""
         if self.latent_embed is not None:
             if tuple(full.shape) != tuple(self.latent_embed.shape):
-                raise RuntimeError(f"shape {tuple(full.shape)}, expected "
+                raise ValueError(f"shape {tuple(full.shape)}, expected "
                                    f"{tuple(self.latent_embed.shape)}")
             self.latent_embed.copy_(full)
             self.latent_embed_ready = True

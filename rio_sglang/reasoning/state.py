@@ -168,7 +168,7 @@ class ReasoningState:
         # 3. a sampled `</think>` locks; 4. a pending injection replaces the token
         sampled = sampled_tokens.to(self.device, torch.long)  # [B]
         locked = g["locked"] | (sampled == tk.think_end_id)
-        queue = self.queue.index_select(0, s)  # [B, Q]
+        queue = old_queue = self.queue.index_select(0, s)  # [B, Q] (torch.where below copies)
         pending = g["queue_pos"] < g["queue_len"]
         head = g["queue_pos"].clamp(max=queue.shape[1] - 1).long()
         tok = torch.where(pending, queue.gather(1, head[:, None]).squeeze(1), sampled)  # [B]
@@ -232,7 +232,7 @@ class ReasoningState:
         if self.eos_id >= 0:
             tok = torch.where(over, self.eos_id, tok)
         finished = (tok == self.eos_id) | (budget == 0) | (step + 1 >= g["max_new_tokens"])
-        queue = torch.where(over[:, None], self.queue.index_select(0, s), queue)
+        queue = torch.where(over[:, None], old_queue, queue)
         self._write(s, over, g, queue, {
             "explicit": explicit, "h_ref": h_ref, "stay": stay, "switches": switches,
             "locked": locked, "closed": closed, "step": step + 1, "queue_pos": queue_pos,

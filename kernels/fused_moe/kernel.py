@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from . import align as _align
+from . import fp8 as _fp8
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ def fused_moe(
     expert_map: torch.Tensor | None = None,
     config: MoeConfig | None = None,
     out: torch.Tensor | None = None,
+    w13_scale: torch.Tensor | None = None,
+    w2_scale: torch.Tensor | None = None,
+    block_shape: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """out[t] = sum_k w[t, k] * W2[e] @ (silu(W1g[e] @ x[t]) * (W1u[e] @ x[t])), e = topk_ids[t, k].
 
@@ -153,6 +157,9 @@ def fused_moe(
     Expert parallel: pass the local experts and expert_map [E_global] (global -> local or -1,
     see ref.ep_expert_map); non-local slots and negative ids contribute 0.
     config: tiles (default pick_config); out: optional [T, H] x.dtype buffer to write.
+    FP8 experts: w13 / w2 in e4m3 with w13_scale / w2_scale as in fp8.py (block_shape (bn, bk)
+    for block scales, None for per-channel). Interim: the weights are dequantized to x.dtype per
+    call, then the bf16 path runs (right, not fast: the fp8-reading kernels replace this).
     Steps: align pairs by expert (align.py), gate+up GEMM with SiLU-and-mul into [T*topk, I],
     down GEMM times the routing weight into [T*topk, H], sum over topk. fp32 accumulators.
 
@@ -161,6 +168,11 @@ def fused_moe(
     E_hit = E * (1 - (1 - topk / E) ** T) is the expected number of experts hit under uniform
     routing; the scratch round trips 2 * T * topk * (I + H) * b are not counted.
     """
+    if (w13_scale is None) != (w2_scale is None):
+        raise ValueError("FP8 experts need both w13_scale and w2_scale")
+    if w13_scale is not None:
+        w13 = _fp8.dequantize(w13, w13_scale, block_shape, x.dtype)
+        w2 = _fp8.dequantize(w2, w2_scale, block_shape, x.dtype)
     T, H = x.shape
     E, two_i, _ = w13.shape
     inter_size = two_i // 2

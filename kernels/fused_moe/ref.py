@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .fp8 import dequantize
+
 
 def ep_expert_map(
     num_experts: int, ep_rank: int, ep_size: int, device: torch.device | str | None = None
@@ -55,6 +57,9 @@ def fused_moe_ref(
     topk_ids: torch.Tensor,
     *,
     expert_map: torch.Tensor | None = None,
+    w13_scale: torch.Tensor | None = None,
+    w2_scale: torch.Tensor | None = None,
+    block_shape: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """out[t] = sum_k w[t, k] * W2[e] @ (silu(W1g[e] @ x[t]) * (W1u[e] @ x[t])), e = topk_ids[t, k].
 
@@ -63,7 +68,11 @@ def fused_moe_ref(
     expert_map: optional [E_global] int, global id -> local row of w13/w2 or -1. Slots whose
     expert is not local (or whose id is negative) contribute 0: under expert parallelism each
     rank returns its partial sum and the caller all-reduces. Returns [T, H] in x.dtype.
+    FP8 experts (e4m3 w13 / w2 with scales as in fp8.py): dequantized to fp32 first.
     """
+    if w13_scale is not None:
+        w13 = dequantize(w13, w13_scale, block_shape)
+        w2 = dequantize(w2, w2_scale, block_shape)
     num_experts, two_i, hidden = w13.shape
     inter = two_i // 2
     assert x.shape[1] == hidden and w2.shape == (num_experts, hidden, inter)

@@ -6,8 +6,8 @@ from .ref import ep_expert_map, fused_moe_ref, route_topk
 
 __all__ = [
     "MoeConfig",
-    "fp8",
     "ep_expert_map",
+    "fp8",
     "fused_moe",
     "fused_moe_ref",
     "moe_flops_bytes",

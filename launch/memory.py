@@ -1,5 +1,5 @@
 """Per-GPU memory of a target: weights, KV cache of the full-attention layers, GDN state, and
-the whole-table embedding copy our class keeps for latent reasoning under TP (no PP).
+the embedding rows the last pipeline stage copies for latent reasoning under PP (V/tp per rank).
 
 `python -m launch.memory --target h200x8 --context 1048576 [--concurrency N] [--mtp]`, from the
 repository root. Numbers come from a config.json dict (default launch/rio_config.json) and the
@@ -38,7 +38,7 @@ class Stage:
     state_per_seq: int  # bytes, conv + SSM state of this stage's GDN layers
     kv: int
     state: int
-    latent_embed: int = 0  # bytes, V x H copy for latent steps (last stage, TP > 1 or PP > 1)
+    latent_embed: int = 0  # bytes, ceil(V / tp) x H rows for latent steps (last stage, PP > 1)
 
     @property
     def total(self) -> int:
@@ -115,10 +115,11 @@ def estimate(cfg: dict, target: Target, context: int | None = None, concurrency:
         n_gdn = sum(1 for i in layers if i not in attn)
         kv = kv_bytes_per_token(text, tp, n_attn, kv_b)
         state = gdn_state_bytes_per_seq(text, tp, n_gdn, ssm_bytes=ssm_b)
-        # rio_sglang.models.qwen3_5_moe: the stage that mixes latent inputs (the last) keeps the
-        # whole embedding table in the model dtype on each rank when TP or PP splits it.
-        whole = s == pp - 1 and (tp > 1 or pp > 1)
-        latent = text["vocab_size"] * text["hidden_size"] * BF16 if whole else 0
+        # rio_sglang.models.qwen3_5_moe: latent inputs are mixed on the last stage, each TP rank
+        # over its vocab shard. The first stage mixes the shard it embeds with (no copy); a last
+        # stage that is not the first keeps a copy of its rank's ceil(V / tp) rows.
+        copy = s == pp - 1 and pp > 1
+        latent = -(-text["vocab_size"] // tp) * text["hidden_size"] * BF16 if copy else 0
         stages.append(Stage(s, layers, n_attn, n_gdn, sum(w.rank_bytes(tp) for w in mine),
                             kv, state, kv * context * concurrency, state * concurrency, latent))
     return Estimate(target.name, tp, pp, context, concurrency, target.gpu, tuple(stages))
@@ -132,7 +133,7 @@ def render(est: Estimate) -> str:
     rows = [("weights", s.weights),
             (f"KV cache: {s.attn_layers} attention layers x {s.kv_per_token:,} B/token", s.kv),
             (f"GDN state: {s.gdn_layers} layers x {s.state_per_seq:,} B/sequence", s.state),
-            ("latent-reasoning embedding copy (V x H, last stage)", s.latent_embed),
+            ("latent-reasoning embedding rows (V/tp x H, last of PP stages)", s.latent_embed),
             ("total", s.total)]
     out = [(f"target {est.target}: {gpus}, TP {est.tp} x PP {est.pp}, "
             f"{est.context:,} tokens x {est.concurrency} sequence(s)"),

@@ -41,6 +41,8 @@ SERVING_MARK = "rio-sglang model class serving"
 MTP_MARK = "rio-sglang MTP head serving"
 # Logged by every rank: its TP / PP / EP share (layers, experts, expert I-shard).
 LAYOUT_MARK = "rio-sglang rank layout"
+# Logged by every rank that builds the reasoning runtime: its mixture rows and buffer memory.
+REASONING_MARK = "rio-sglang reasoning runtime"
 
 
 class ServerStartError(RuntimeError):

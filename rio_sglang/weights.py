@@ -51,8 +51,8 @@ def _param(target: str):
 
 
 def _embed(model, m, w, name):
-    """Read by every stage: the embedding lives on the first; the whole table is also kept
-    wherever the model mixes latent inputs from it (TP > 1, the last of several PP stages)."""
+    """Read by every stage: the embedding lives on the first; a last stage that is not the
+    first keeps its TP rank's vocab rows of it for latent mixtures."""
     loaded = _param("model.embed_tokens.weight")(model, m, w, name) if _first_stage(model) else []
     keep = getattr(model, "keep_latent_embed", None)
     if keep is not None:

@@ -14,45 +14,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rio_kernels.swir_step.layout import (
+    BOOL_FIELDS,
+    EXPLICIT,
+    FLOAT_COL,
+    FLOAT_FIELDS,
+    INT_COL,
+    INT_FIELDS,
+    LATENT,
+    SWITCH,
+)
 from rio_sglang.reasoning import ops
 from rio_sglang.reasoning.spec import ReasoningSpec, ReasoningStats
 from rio_sglang.reasoning.tokens import ReasoningTokens
 
-EXPLICIT, LATENT, SWITCH = 0, 1, 2
 KINDS = {"explicit": EXPLICIT, "latent": LATENT, "switch": SWITCH}
-
-# Per-slot fields: name -> (dtype, value after reset). Parameters are filled from the spec.
-_FIELDS = {
-    "kind": (torch.int8, EXPLICIT),
-    "explicit": (torch.bool, False),  # the mode; a request starts latent
-    "h_ref": (torch.float32, 0.0),
-    "stay": (torch.int32, 0),
-    "switches": (torch.int32, 0),
-    "locked": (torch.bool, False),
-    "closed": (torch.bool, False),  # `</think>` emitted
-    "step": (torch.int32, 0),
-    "queue_pos": (torch.int32, 0),
-    "queue_len": (torch.int32, 0),
-    "queue_locks": (torch.bool, False),
-    "answer_budget": (torch.int32, -1),
-    "cold_count": (torch.int32, 0),
-    "latent_steps": (torch.int32, 0),
-    "explicit_steps": (torch.int32, 0),
-    "injected_convergence": (torch.bool, False),
-    "injected_termination": (torch.bool, False),
-    "forced_think_end": (torch.bool, False),
-    "alpha0": (torch.float32, 1.0),
-    "beta0": (torch.float32, 0.7),
-    "window": (torch.int32, 512),
-    "max_switches": (torch.int32, 0),  # 0: no switch-count control
-    "thinking_budget": (torch.int32, 0),  # 0: none
-    "math_explicit": (torch.bool, True),
-    "cold_threshold": (torch.float32, 0.0),
-    "cold_steps": (torch.int32, 0),  # 0: no cold stop
-    "soft_topk": (torch.int32, 0),  # 0: full vocabulary
-    "termination_budget": (torch.int32, 32),
-    "max_new_tokens": (torch.int32, 1),
-}
 _STAT_FIELDS = [f.name for f in dataclasses.fields(ReasoningStats)]
 
 
@@ -93,22 +69,25 @@ class ReasoningState:
         self.device = torch.device(device)
         self.tokens = tokens
         self.vocab_size = vocab_size
-        self.t: dict[str, torch.Tensor] = {
-            name: torch.full((num_slots,), value, dtype=dtype, device=self.device)
-            for name, (dtype, value) in _FIELDS.items()
-        }
+        # Two tables (layout.py, read by the fused step kernels too); `t[name]`: a column view.
+        self.ints = torch.tensor([list(INT_FIELDS.values())] * num_slots, dtype=torch.int32,
+                                 device=self.device)  # [S, NI]
+        self.floats = torch.tensor([list(FLOAT_FIELDS.values())] * num_slots,
+                                   dtype=torch.float32, device=self.device)  # [S, NF]
+        self.t: dict[str, torch.Tensor] = {n: self.ints[:, c] for n, c in INT_COL.items()}
+        self.t.update({n: self.floats[:, c] for n, c in FLOAT_COL.items()})
         q = max(len(tokens.convergence_ids), len(tokens.termination_ids))
-        self.queue = torch.zeros(num_slots, q, dtype=torch.long, device=self.device)  # [S, Q]
+        self.queue = torch.zeros(num_slots, q, dtype=torch.int32, device=self.device)  # [S, Q]
         self.convergence = self._padded(tokens.convergence_ids, q)  # [Q]
         self.termination = self._padded(tokens.termination_ids, q)  # [Q]
-        self.math_mask = torch.zeros(vocab_size, dtype=torch.bool, device=self.device)  # [V]
+        self.math_mask = torch.zeros(vocab_size, dtype=torch.int8, device=self.device)  # [V]
         math_ids = [i for i in tokens.math_ids if i < vocab_size]
-        self.math_mask[torch.tensor(math_ids, dtype=torch.long, device=self.device)] = True
+        self.math_mask[torch.tensor(math_ids, dtype=torch.long, device=self.device)] = 1
         self.eos_id = -1 if tokens.eos_id is None else tokens.eos_id
         self.topk_max = 0  # host side: the largest soft_topk ever reset, sizes the top-k path
 
     def _padded(self, ids: Sequence[int], q: int) -> torch.Tensor:
-        return torch.tensor(list(ids) + [0] * (q - len(ids)), dtype=torch.long, device=self.device)
+        return torch.tensor(list(ids) + [0] * (q - len(ids)), dtype=torch.int32, device=self.device)
 
     def reset_slots(
         self, slot_idx: Sequence[int], specs: Sequence[ReasoningSpec],
@@ -119,9 +98,9 @@ class ReasoningState:
         rows = [_spec_values(s.validate(self.vocab_size), n) for s, n in zip(specs, max_new_tokens)]
         self.topk_max = max([self.topk_max] + [int(r["soft_topk"]) for r in rows])
         idx = torch.tensor(list(slot_idx), dtype=torch.long, device=self.device)
-        for name, (dtype, value) in _FIELDS.items():
-            values = [r.get(name, value) for r in rows]
-            self.t[name].index_copy_(0, idx, torch.tensor(values, dtype=dtype).to(self.device))
+        for table, fields in ((self.ints, INT_FIELDS), (self.floats, FLOAT_FIELDS)):
+            values = [[r.get(name, value) for name, value in fields.items()] for r in rows]
+            table.index_copy_(0, idx, torch.tensor(values, dtype=table.dtype).to(self.device))
         self.queue.index_fill_(0, idx, 0)
 
     def release_slots(self, slot_idx: Sequence[int]) -> None:
@@ -133,6 +112,7 @@ class ReasoningState:
         """Response metadata of the given slots (one host copy: call it when requests finish)."""
         idx = torch.tensor(list(slot_idx), dtype=torch.long, device=self.device)
         cols = {n: self.t[n].index_select(0, idx).tolist() for n in _STAT_FIELDS}
+        cols = {n: [bool(v) for v in c] if n in BOOL_FIELDS else c for n, c in cols.items()}
         return [ReasoningStats(**{n: c[i] for n, c in cols.items()}) for i in range(len(idx))]
 
     def _mixture(self, p0: torch.Tensor, topk: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -159,6 +139,7 @@ class ReasoningState:
         previous step (where the reference stops) emits EOS and keeps its state."""
         s = slot_idx.to(self.device, torch.long)  # [B]
         g = {name: t.index_select(0, s) for name, t in self.t.items()}  # [B] each
+        g.update({name: g[name].bool() for name in BOOL_FIELDS})
         tk = self.tokens
         step, first = g["step"], g["step"] == 0
         over = g["answer_budget"] == 0  # the reference finished at the previous step
@@ -171,7 +152,7 @@ class ReasoningState:
         queue = old_queue = self.queue.index_select(0, s)  # [B, Q] (torch.where below copies)
         pending = g["queue_pos"] < g["queue_len"]
         head = g["queue_pos"].clamp(max=queue.shape[1] - 1).long()
-        tok = torch.where(pending, queue.gather(1, head[:, None]).squeeze(1), sampled)  # [B]
+        tok = torch.where(pending, queue.gather(1, head[:, None]).squeeze(1).long(), sampled)
         queue_pos = g["queue_pos"] + pending.int()
         is_end = tok == tk.think_end_id
         locked = locked | (pending & g["queue_locks"] & is_end)
@@ -188,7 +169,7 @@ class ReasoningState:
         h_ref = torch.where(flip, H, h_ref)
         switches = g["switches"] + to_explicit.int()
         # 6. is the step explicit?
-        is_math = self.math_mask[tok] & g["math_explicit"]
+        is_math = self.math_mask[tok].bool() & g["math_explicit"]
         is_explicit = (g["kind"] == EXPLICIT) | explicit | locked | is_math
         # 7. embeddings, with the delimiter blends
         w = embed_weight

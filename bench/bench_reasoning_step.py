@@ -1,0 +1,257 @@
+"""The fused SwiReasoning step at Rio's shapes on one GPU (SGLang-free): `python -m
+bench.bench_reasoning_step` from the repository root (a `rio_kernels -> kernels` symlink and
+PYTHONPATH=. where rio-sglang is not installed; see ../shared GPU_NOTES.md).
+
+V = 248,320, H = 4,096 bf16, 256 slots, fp32 logits (SGLang's). For B in 1, 8, 32, 64 and three
+row mixes (every row a switch request in its explicit phase / every row latent / half each), at
+TP 1 (the whole table) and at one rank's TP 8 vocab shard (V/8 rows; the all-reduce of [R, H]
+that completes the mixture is not timed on one GPU). Before timing, each configuration's outputs
+(tokens, next inputs, state) are checked against the plain-torch state machine run on the CPU.
+Reports GPU time eager and replayed from a CUDA graph, the host time of the eager launches,
+bytes moved, the fraction of the copy ceiling measured in this run, and the implied
+latent/explicit decode-throughput ratio t_decode / (t_decode + t_step) against the Rio decode
+step at the roofline (TP 8: 1.38 ms H100, 0.96 ms H200; TP 1: bench/roofline.py bytes / copy
+bandwidth). Writes JSON and a Markdown table to $OUT (or the current directory).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+
+import torch
+from triton.testing import do_bench
+
+from rio_kernels.swir_step import launch
+from rio_kernels.swir_step.layout import INT_COL
+from rio_kernels.swir_step.ref import mix_ref
+from rio_sglang.reasoning.device import DeviceStep
+from rio_sglang.reasoning.spec import ReasoningSpec
+from rio_sglang.reasoning.state import ReasoningState
+from rio_sglang.reasoning.tokens import ReasoningTokens
+
+V, H, SLOTS, TP8 = 248_320, 4096, 256, 8
+TOKENS = ReasoningTokens(think_id=248068, think_end_id=248069, eos_id=248044, newline_id=198,
+                         math_ids=frozenset(range(15, 25)), convergence_ids=(248069,),
+                         termination_ids=(248069, 271, 785, 1590, 4226, 374))
+DECODE_MS_TP8 = {"H100": 1.38, "H200": 0.96}  # bench/roofline.py at TP 8 (shared GPU_NOTES.md)
+MIXES = ("explicit", "latent", "half")
+
+
+def copy_ceiling_gbs() -> float:
+    src = torch.empty(2**28, dtype=torch.float32, device="cuda")
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / do_bench(lambda: dst.copy_(src), return_mode="median") / 1e6
+
+
+def decode_ms(name: str, tp: int, ceiling_gbs: float) -> float:
+    """The Rio decode step at the roofline on this device: TP 8 from the notes, TP 1 from the
+    bytes bench/roofline.py counts (context 4096) over the copy ceiling measured here."""
+    if tp == TP8:
+        return DECODE_MS_TP8["H200" if "H200" in name else "H100"]
+    from bench.roofline import decode_step_bytes
+
+    path = os.path.join(os.path.dirname(__file__), "..", "launch", "rio_config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    return sum(decode_step_bytes(cfg, 4096).values()) / (ceiling_gbs * 1e9) * 1e3
+
+
+def build(B: int, mix: str, table: torch.Tensor, v_start: int, v_len: int, device):
+    """A DeviceStep whose first B slots hold the row mix, one step in (so no first-step blend)."""
+    special = torch.randn(3, H, device=device, dtype=table.dtype) * 0.02
+    step = DeviceStep(SLOTS, TOKENS, V, table, v_start, v_len, special)
+    slots = list(range(B))
+    latent = [mix == "latent" or (mix == "half" and i % 2 == 0) for i in slots]
+    specs = [ReasoningSpec(mode="latent") if lat else ReasoningSpec(mode="switch", window=2**30)
+             for lat in latent]
+    step.admit(slots, specs, [1 << 20] * B)
+    ints = step.state.ints
+    ints[:B, INT_COL["step"]] = 5
+    ints[:B, INT_COL["explicit"]] = torch.tensor([0 if lat else 1 for lat in latent],
+                                                 dtype=torch.int32)
+    ints[:B, INT_COL["math_explicit"]] = 0
+    return step, torch.tensor(slots, device=device)
+
+
+_CPU_TABLE: dict[int, torch.Tensor] = {}
+
+
+def check(step: DeviceStep, logits, rows, slots, tokens, table, v_start) -> None:
+    """One step against the torch state machine on the CPU (fp32, the shard's rows)."""
+    ref = ReasoningState(SLOTS, TOKENS, V, "cpu")
+    ref.ints.copy_(step.state.ints.cpu())
+    ref.floats.copy_(step.state.floats.cpu())
+    ref.queue.copy_(step.state.queue.cpu())
+    key = table.shape[0]
+    if key not in _CPU_TABLE:
+        _CPU_TABLE.clear()
+        _CPU_TABLE[key] = torch.zeros(V, H)
+        _CPU_TABLE[key][v_start:v_start + key] = table.float().cpu()
+    full = _CPU_TABLE[key]
+    toks = tokens.clone()
+    pre = step.pre(logits, rows, slots)
+    step.post(pre, toks)
+    out = ref.step(slots.cpu(), logits.cpu().to(table.dtype).float(), tokens.cpu(), full)
+    assert torch.equal(toks.cpu(), out.next_token), "emitted tokens differ"
+    assert torch.equal(step.state.ints.cpu(), ref.ints), "state differs"
+    use = step.tables.use[slots].bool().cpu()
+    got = step.tables.pending[slots].float().cpu()
+    if use.any():
+        err = (got[use] - out.next_embeds[use].to(table.dtype).float()).abs().max().item()
+        scale = out.next_embeds[use].abs().max().item()
+        assert err <= 2e-2 * scale + 1e-6, f"next inputs differ by {err} (scale {scale})"
+    assert torch.equal(use, out.is_latent), "soft-input rows differ"
+
+
+def measure(B: int, mix: str, tp: int, full_table: torch.Tensor, ceiling: float, name: str):
+    dev = full_table.device
+    v_len = V // tp if tp > 1 else V
+    v_start = 0
+    table = full_table[v_start:v_start + v_len]
+    step, slots = build(B, mix, table, v_start, v_len, dev)
+    logits = torch.randn(B, V, device=dev) * 4  # fp32, as SGLang's
+    rows = torch.arange(B, device=dev)
+    tokens = torch.randint(100, 1000, (B,), device=dev)
+    if B in (1, 64) and mix == "half":  # a CPU check costs seconds at these shapes
+        check(step, logits, rows, slots, tokens, table, v_start)
+
+    def run():
+        step.post(step.pre(logits, rows, slots), tokens.clone())
+
+    eager_ms = do_bench(run, return_mode="median")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        run()
+    host_us = (time.perf_counter() - t0) / 50 * 1e6
+    torch.cuda.synchronize()
+    graph_ms = graphed_ms(run)
+    n_latent = {"explicit": 0, "latent": B, "half": (B + 1) // 2}[mix]
+    nbytes = B * V * 4 + (v_len * H * 2 if n_latent else 0)
+    dec = decode_ms(name, tp, ceiling)
+    return {"B": B, "mix": mix, "tp": tp, "eager_ms": eager_ms, "graph_ms": graph_ms,
+            "host_us": host_us, "bytes": nbytes,
+            "fraction": nbytes / (graph_ms * 1e-3) / (ceiling * 1e9),
+            "decode_ms": dec, "latent_over_explicit": dec / (dec + graph_ms)}
+
+
+CANDIDATES = [launch.MixTiles(*c) for c in (
+    (64, 64, 4, 2, 528), (128, 64, 4, 3, 528), (128, 128, 4, 3, 528), (128, 64, 8, 3, 1056),
+    (128, 32, 4, 4, 1056), (256, 32, 8, 3, 528), (256, 64, 8, 3, 528), (256, 64, 8, 4, 1056),
+    (512, 32, 8, 3, 528), (64, 128, 4, 3, 1056))]
+
+
+def graphed_ms(fn) -> float:
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return do_bench(graph.replay, return_mode="median")
+
+
+def sweep(table: torch.Tensor, ceiling: float) -> list[dict]:
+    """The mixture's tiles: every candidate at each bucket's row counts, all rows latent, on
+    one rank's TP 8 shard; the fastest per bucket (by the sum over its row counts) becomes
+    `launch.GPU_TILES` for the table that follows."""
+    dev = table.device
+    v_len = V // TP8
+    shard = table[:v_len]
+    out = []
+    for bucket, counts in ((16, (1, 8, 16)), (64, (32, 64))):
+        best = None
+        for tiles in CANDIDATES:
+            total = 0.0
+            for B in counts:
+                step, slots = build(B, "latent", shard, 0, v_len, dev)
+                logits = torch.randn(B, V, device=dev) * 4
+                rows = torch.arange(B, device=dev)
+                pre = launch.pre_sample(logits, rows, slots, step.tables, shard, 0, v_len, V,
+                                        tiles=tiles)
+                want = mix_ref(logits, shard, 0, v_len)
+                err = (pre.partials.sum(0) - want).abs().max().item()
+                assert err <= 1e-3 * want.abs().max().item() + 1e-6, (tiles, B, err)
+                args = (logits, rows, slots, step.tables, shard, 0, v_len, V)
+                ms = graphed_ms(functools.partial(launch.pre_sample, *args, tiles=tiles))
+                out.append({"bucket": bucket, "B": B, "tiles": tiles.__dict__, "graph_ms": ms,
+                            "fraction": v_len * H * 2 / (ms * 1e-3) / (ceiling * 1e9)})
+                print(f"sweep B {B:>2} {tiles} {ms * 1e3:7.1f} us "
+                      f"frac {out[-1]['fraction']:.2f}", flush=True)
+                total += ms
+            if best is None or total < best[0]:
+                best = (total, tiles)
+        launch.GPU_TILES[bucket] = best[1]
+        print(f"sweep: bucket <= {bucket} rows -> {best[1]}", flush=True)
+    return out
+
+
+def markdown(rows: list[dict], name: str, ceiling: float) -> str:
+    tiles = ", ".join(f"R <= {k}: {v}" for k, v in launch.GPU_TILES.items())
+    out = [f"device {name}, copy ceiling {ceiling:.0f} GB/s, torch {torch.__version__}",
+           f"mixture tiles: {tiles}", "",
+           "| TP | B | rows | graph µs | eager µs | host µs | MB | fraction | latent/explicit |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r['tp']} | {r['B']} | {r['mix']} | {r['graph_ms'] * 1e3:.1f} | "
+                   f"{r['eager_ms'] * 1e3:.1f} | {r['host_us']:.0f} | {r['bytes'] / 1e6:.1f} | "
+                   f"{r['fraction']:.2f} | {r['latent_over_explicit']:.3f} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--dry-run" in argv:  # CPU: tiny shapes under the Triton interpreter, no timing claims
+        return dry_run()
+    torch.manual_seed(0)
+    name = torch.cuda.get_device_name()
+    ceiling = copy_ceiling_gbs()
+    print(f"device {name}, copy ceiling {ceiling:.0f} GB/s", flush=True)
+    table = (torch.randn(V, H, device="cuda") * 0.02).to(torch.bfloat16)
+    tuned = sweep(table, ceiling) if "--sweep" in argv else []
+    rows = []
+    for tp in (TP8, 1):
+        for B in (1, 8, 32, 64):
+            for mix in MIXES:
+                rows.append(measure(B, mix, tp, table, ceiling, name))
+                r = rows[-1]
+                print(f"tp {tp} B {B:>2} {mix:<8} graph {r['graph_ms'] * 1e3:8.1f} us "
+                      f"eager {r['eager_ms'] * 1e3:8.1f} us host {r['host_us']:6.0f} us "
+                      f"frac {r['fraction']:.2f} ratio {r['latent_over_explicit']:.3f}",
+                      flush=True)
+    text = markdown(rows, name, ceiling)
+    print(text)
+    out = os.environ.get("OUT", ".")
+    with open(os.path.join(out, "reasoning_step.json"), "w") as f:
+        json.dump({"device": name, "copy_gbs": ceiling, "rows": rows, "sweep": tuned,
+                   "tiles": {k: v.__dict__ for k, v in launch.GPU_TILES.items()}}, f, indent=1)
+    with open(os.path.join(out, "reasoning_step.md"), "w") as f:
+        f.write(text + "\n")
+    return 0
+
+
+def dry_run() -> int:
+    """The checks of every configuration at V=1,000, H=64 on the CPU (TRITON_INTERPRET=1)."""
+    global V, H
+    V, H = 1000, 64
+    table = (torch.randn(V, H) * 0.02).to(torch.float16)
+    for tp in (TP8, 1):
+        for B in (1, 8):
+            for mix in MIXES:
+                v_len = V // tp if tp > 1 else V
+                step, slots = build(B, mix, table[:v_len], 0, v_len, table.device)
+                logits = torch.randn(B, V) * 4
+                check(step, logits, torch.arange(B), slots, torch.randint(100, 900, (B,)),
+                      table[:v_len], 0)
+                print(f"dry run tp {tp} B {B} {mix}: outputs equal the torch state machine")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Fused SwiReasoning step kernels (see kernel.py) and their column layout (layout.py)."""

@@ -1,0 +1,182 @@
+"""Host side of the fused SwiReasoning step: buffers, grids and the three launches (kernel.py).
+
+`pre_sample` runs where SGLang hands over the raw logits (before grammar masks and temperature
+touch them), `post_sample` once the batch's tokens are sampled. Neither synchronises with the
+device: every decision is taken by the kernels. Under tensor parallelism the caller sums the
+partial mixtures of `pre_sample` over the TP group between the two (see `reduce_partials`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from . import kernel as K
+from .layout import INT_COL, STAT_FIELDS
+
+_ROUND = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+@dataclass
+class StepTables:
+    """Per-slot device state and what the step publishes (S slots, H hidden, V vocab)."""
+
+    ints: torch.Tensor  # [S, NI] int32 (layout.INT_FIELDS)
+    floats: torch.Tensor  # [S, NF] fp32 (layout.FLOAT_FIELDS)
+    queue: torch.Tensor  # [S, Q] int32: injected tokens
+    convergence: torch.Tensor  # [Q] int32, padded
+    termination: torch.Tensor  # [Q] int32, padded
+    convergence_len: int
+    termination_len: int
+    math_mask: torch.Tensor  # [V] int8
+    special: torch.Tensor  # [3, H] model dtype: newline, <think>, </think> rows
+    pending: torch.Tensor  # [S, H] model dtype: the slot's next input, where `use`
+    use: torch.Tensor  # [S] int8: the next decode step embeds `pending`, not the token
+    history: torch.Tensor  # [S, HIST] int8: 1 latent, 0 explicit, -1 not reached
+    stats: torch.Tensor  # [S, len(STAT_FIELDS)] int32: the response statistics
+    eos_id: int  # -1: none
+    think_end_id: int
+
+
+@dataclass(frozen=True)
+class PreSample:
+    """What `post_sample` needs from before sampling (device tensors, R stepping rows)."""
+
+    rows: torch.Tensor  # [R] int64: row in the batch
+    slots: torch.Tensor  # [R] int64
+    m: torch.Tensor  # [R, NC] fp32 per-chunk max of the rounded logits
+    s: torch.Tensor  # [R, NC] fp32 sum e^(z - m)
+    t: torch.Tensor  # [R, NC] fp32 sum e^(z - m) (z - m)
+    partials: torch.Tensor  # [NS, R, H] fp32 partial mixtures (rows that need none: unwritten)
+    sparse: torch.Tensor | None  # [R, H] fp32 top-k mixtures (soft_topk rows), or None
+
+
+def row_stats(logits: torch.Tensor, rows: torch.Tensor, vocab: int, dtype: torch.dtype):
+    """logits: [B, V'] (V' >= vocab) -> (m, s, t) [R, NC] fp32 over rows[R] of the batch.
+    Bytes: R * vocab * sizeof(logits) read. FLOPs: ~8 R * vocab (+ R * vocab exp)."""
+    assert logits.stride(1) == 1
+    R = rows.numel()
+    chunk = min(K.CHUNK, triton.cdiv(vocab, K.BLOCK) * K.BLOCK)
+    nc = triton.cdiv(vocab, chunk)
+    m, s, t = (torch.empty(R, nc, dtype=torch.float32, device=logits.device) for _ in range(3))
+    if R:
+        K._stats_kernel[(R, nc)](logits, rows, m, s, t, vocab, logits.stride(0), nc,
+                                 CHUNK=chunk, BLOCK=K.BLOCK, ROUND_TYPE=_ROUND[dtype])
+    return m, s, t
+
+
+def new_partials(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """[NS, R, H] fp32, left unwritten for rows that need no mixture (tests fill it with NaN)."""
+    return torch.empty(shape, dtype=torch.float32, device=device)
+
+
+def mix_grid(R: int, H: int, v_len: int, block_h: int = K.MIX_BLOCK_H,
+             block_v: int = K.MIX_BLOCK_V, target: int = K.TARGET_PROGRAMS,
+             ) -> tuple[int, int, int, int, int]:
+    """(row block, H blocks, V splits, rows per split, row blocks) for R rows of a v_len shard."""
+    block_r = min(K.BLOCK_R_MAX, max(16, triton.next_power_of_2(max(R, 1))))
+    n_rb = triton.cdiv(max(R, 1), block_r)
+    n_hb = triton.cdiv(H, block_h)
+    splits = max(1, min(triton.cdiv(v_len, block_v), target // (n_hb * n_rb)))
+    split_len = triton.cdiv(triton.cdiv(v_len, splits), block_v) * block_v
+    return block_r, n_hb, triton.cdiv(v_len, split_len), split_len, n_rb
+
+
+@dataclass(frozen=True)
+class MixTiles:
+    """Mixture kernel tiles: hidden and vocab block, warps, pipeline stages, target programs."""
+
+    block_h: int
+    block_v: int
+    num_warps: int
+    num_stages: int
+    target: int = K.TARGET_PROGRAMS
+
+
+# Row-count bucket -> tiles: the fastest of bench/bench_reasoning_step.py --sweep's candidates
+# on an H200 (2026-11-27; bench/RESULTS.md), for both buckets.
+GPU_TILES = {
+    16: MixTiles(block_h=128, block_v=64, num_warps=4, num_stages=3),
+    64: MixTiles(block_h=128, block_v=64, num_warps=4, num_stages=3),
+}
+
+
+def gpu_tiles(R: int) -> MixTiles:
+    """Few rows: narrow tiles, many programs. Many rows: wide H blocks, so that each logits
+    tile (and its exp) is recomputed for fewer H blocks."""
+    return GPU_TILES[16] if R <= 16 else GPU_TILES[64]
+
+
+def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
+               tables: StepTables, table: torch.Tensor, v_start: int, v_len: int, vocab: int,
+               sparse: torch.Tensor | None = None, *, tiles: MixTiles | None = None) -> PreSample:
+    """logits: [B, V'] raw (fp32); rows / slots: [R] int64; table: [>= v_len, H] this rank's
+    rows of the embedding for vocab ids [v_start, v_start + v_len). Launches 2 kernels.
+
+    Bytes: stats R * V * 4 read; mixture (only if some row may go soft) v_len * H * b of table
+    + R * v_len * 4 of logits (L2-resident across H blocks) + NS * R * H * 4 written.
+    FLOPs: 2 * R_pad * v_len * H (x2 with bf16 tables: p is split into two bf16 halves)."""
+    dtype = table.dtype
+    m, s, t = row_stats(logits, rows, vocab, dtype)
+    R, H = rows.numel(), table.shape[1]
+    if tiles is None and logits.is_cuda:
+        tiles = gpu_tiles(R)
+    elif tiles is None:  # the interpreter runs programs one after another: one does all
+        tiles = MixTiles(triton.next_power_of_2(H), min(256, triton.next_power_of_2(v_len)),
+                         4, 1, target=1)
+    block_h, block_v = tiles.block_h, tiles.block_v
+    block_r, n_hb, ns, split_len, n_rb = mix_grid(R, H, v_len, block_h, block_v, tiles.target)
+    partials = new_partials((ns, R, H), logits.device)
+    if R:
+        K._mix_kernel[(n_hb, ns, n_rb)](
+            logits, rows, slots, m, s, t, tables.ints, tables.floats, table, partials,
+            R, m.shape[1], tables.ints.stride(0), tables.floats.stride(0), logits.stride(0),
+            table.stride(0), v_start, v_len, H, split_len,
+            NCP=triton.next_power_of_2(m.shape[1]), ROUND_TYPE=_ROUND[dtype],
+            BF16X2=dtype == torch.bfloat16 and logits.is_cuda,
+            BLOCK_R=block_r, BLOCK_V=block_v, BLOCK_H=block_h,
+            num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+    return PreSample(rows, slots, m, s, t, partials, sparse)
+
+
+def reduce_partials(pre: PreSample, all_reduce) -> PreSample:
+    """Tensor parallelism: every rank mixed its vocab shard; sum the splits, then the ranks
+    (one all-reduce of [R, H] fp32, plus [R, H] for top-k rows)."""
+    parts = [pre.partials.sum(0, keepdim=True)]
+    if pre.sparse is not None:
+        parts.append(pre.sparse[None])
+    total = all_reduce(torch.cat(parts))
+    sparse = total[1] if pre.sparse is not None else None
+    return PreSample(pre.rows, pre.slots, pre.m, pre.s, pre.t, total[:1], sparse)
+
+
+def post_sample(pre: PreSample, tokens: torch.Tensor, tables: StepTables) -> torch.Tensor:
+    """tokens: [B] the batch's sampled tokens, rewritten in place for the stepping rows (an
+    injection or EOS replaces the sample). Steps each row's state, publishes its next input.
+    Returns row_out [R, 2] int32: (history column written or -1, latent?). One launch.
+    Bytes: ~200 B of state per row + (rows going soft) NS * H * 4 + H * b."""
+    R = pre.rows.numel()
+    row_out = torch.empty(R, 2, dtype=torch.int32, device=tokens.device)
+    if R == 0:
+        return row_out
+    t = tables
+    H = t.pending.shape[1]
+    st = {f"ST{i}": INT_COL[name] for i, name in enumerate(STAT_FIELDS)}
+    assert t.stats.shape[1] == len(STAT_FIELDS) == 6
+    Q = t.queue.shape[1]
+    sparse = pre.sparse if pre.sparse is not None else pre.partials
+    block_r = 1 if tokens.is_cuda else triton.next_power_of_2(R)  # interpreter: one program
+    K._update_kernel[(triton.cdiv(R, block_r),)](
+        pre.rows, pre.slots, tokens, pre.m, pre.s, pre.t, t.ints, t.floats, t.queue,
+        t.convergence, t.termination, t.math_mask, pre.partials, sparse, t.special, t.pending,
+        t.use, t.history, t.stats, row_out,
+        R, pre.m.shape[1], t.ints.stride(0), t.floats.stride(0), Q, t.convergence_len,
+        t.termination_len, t.math_mask.numel(), t.eos_id, t.think_end_id,
+        pre.partials.shape[0], H, t.history.shape[1],
+        NCP=triton.next_power_of_2(pre.m.shape[1]), BLOCK_R=block_r,
+        BLOCK_Q=triton.next_power_of_2(Q),
+        BLOCK_H=min(1024, triton.next_power_of_2(H)), HAS_SPARSE=pre.sparse is not None, **st)
+    return row_out

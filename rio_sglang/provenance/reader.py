@@ -81,8 +81,8 @@ def read_rows(ref: TensorRef, fd: int, start: int, stop: int) -> np.ndarray:
         raise CheckpointError(f"{ref.path.name}: {ref.name} ends early ({len(data)} of {nbytes} "
                               "bytes): the shard changed or was truncated while being read")
     raw = np.frombuffer(data, dtype=_NUMPY[ref.dtype])
-    if ref.dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    if ref.dtype == "BF16":  # bf16 bits are the high half of a float32 (little-endian)
+        return np.left_shift(raw, 16, dtype=np.uint32).view(np.float32).astype(np.float64)
     return raw.astype(np.float64)
 
 

@@ -31,7 +31,7 @@ def _blend_check(r: TensorResult, g: float, alpha_tol: float, max_residual: floa
     if not math.isfinite(f.alpha):
         return "non-finite values"
     if abs(f.alpha - g) > alpha_tol:
-        return f"alpha {f.alpha:.4f} (global {g:.4f})"
+        return f"alpha {f.alpha:.4f} +- {f.alpha_se:.2g} (global {g:.4f})"
     if f.residual > max_residual:
         return f"residual {f.residual:.3g} of ||A-B||"
     return None

@@ -3,13 +3,15 @@
 Each row starts a real multi-process `sglang.launch_server` on a tiny checkpoint, reads every
 rank's layout line back from the log (which layers, experts and expert I-shard it holds), then
 checks greedy tokens for a small concurrent batch against transformers. Switching reasoning
-equals `reference.py` token for token and mode for mode: under TP every rank mixes rows of its
-whole-table copy; under PP the last stage steps and mixes, and SGLang's output relay carries the
+equals `reference.py` token for token and mode for mode: under TP every rank mixes the vocab
+shard of the embedding it holds (no table copy; one all-reduce completes the mixture); under PP
+the last stage steps and mixes its copy of the vocab rows, and SGLang's output relay carries the
 next inputs to the first stage, which embeds them.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +21,7 @@ from hf_reference import IMAGE_QUESTION, hf_greedy, hf_greedy_image, server_gree
 from test_reasoning_server import REF_NEW, REFERENCE_CASES, reference_run
 from test_reasoning_server import gen as gen_reasoning
 
-from rio_sglang.server import LAYOUT_MARK, launch
+from rio_sglang.server import LAYOUT_MARK, REASONING_MARK, launch
 from rio_sglang.tiny import write_tiny_checkpoint
 
 pytestmark = pytest.mark.server
@@ -78,6 +80,27 @@ def test_every_rank_holds_its_share(parallel_server):
     _, srv, want_layout, _, _ = parallel_server
     got = set(re.findall(LAYOUT_MARK + r": (.*)", srv.log_path.read_text()))
     assert got == want_layout
+
+
+def test_latent_mixture_rows_and_memory_per_rank(parallel_server):
+    """Each rank logs the vocab rows it mixes and its reasoning buffers' memory. TP: the ranks'
+    own embedding shards, disjoint and covering V, no copy. PP: the first stage mixes nothing of
+    its own copy; the last keeps exactly V x H model-dtype rows (TP 1 there)."""
+    ckpt, srv, _, _, _ = parallel_server
+    text = json.loads((ckpt / "config.json").read_text())["text_config"]
+    V, H = text["vocab_size"], text["hidden_size"]
+    lines = re.findall(REASONING_MARK + r": (.*)", srv.log_path.read_text())
+    parsed = [re.search(r"vocab \[(\d+), (\d+)\) of (\d+), (.*?); reasoning buffers "
+                        r"([\d.]+) MiB", ln).groups() for ln in lines]
+    copies = [p for p in parsed if p[3].startswith("a copy")]
+    shards = sorted((int(a), int(b)) for a, b, _, desc, _ in parsed if "no copy" in desc)
+    assert all(int(v) == V and float(mib) > 0 for _, _, v, _, mib in parsed)
+    if "--pp-size" in srv.argv:
+        assert shards == [(0, V)] and len(copies) == 1
+        assert copies[0][3] == f"a copy of {V * H * 2 / 2**20:.2f} MiB"  # fp16 rows, TP 1
+    else:
+        assert not copies and len(shards) == 2  # two TP ranks
+        assert shards[0][0] == 0 and shards[0][1] == shards[1][0] and shards[1][1] == V
 
 
 @pytest.mark.parametrize("case", SWITCH_CASES, ids=[c[0] for c in SWITCH_CASES])

@@ -43,14 +43,16 @@ def evaluated(server, tmp_path_factory):
     data.write_text("".join(json.dumps(r) + "\n" for r in ITEMS))
     results = out / "results.jsonl"
     cmd = command(server, data, out)
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
+    with (tmp / "first.log").open("w") as log:
+        first = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
     deadline = time.monotonic() + 600
     while len(lines(results)) < 3 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)
+    if first.poll() is None:
+        os.killpg(first.pid, signal.SIGKILL)
     first.wait(30)
-    assert first.returncode == -signal.SIGKILL, first.stderr.read().decode()[-2000:]
+    assert first.returncode == -signal.SIGKILL, (tmp / "first.log").read_text()[-2000:]
     # A line cut by the kill is not an answer: the rerun drops it and asks again.
     text = results.read_text()
     before = text[: text.rfind("\n") + 1].splitlines()

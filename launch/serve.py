@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rio_sglang import env as rio_env
 from rio_sglang.server import MODEL_PACKAGE, PARSER_FLAGS
 
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
@@ -145,6 +146,22 @@ def model_path(target: Target, environ=None) -> str:
     return path
 
 
+def default_ok(environ: dict, args) -> bool:
+    """Checks the default reasoning spec (from the environment or an `@env` line; every SGLang
+    process reads it there) before SGLang starts; logs why not."""
+    text = environ.get(rio_env.REASONING_DEFAULT)
+    if not text:
+        return True
+    from rio_sglang.runtime.defaults import DefaultSpecError, check_default  # imports torch
+
+    try:
+        log.info("reasoning default: %s", check_default(text, args).to_json())
+    except DefaultSpecError as e:
+        log.error("cannot serve: %s", e)
+        return False
+    return True
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[rio-sglang] %(message)s")
@@ -154,6 +171,9 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     try:
         target = read_target(argv[0])
+        environ = server_env(target)
+        if not default_ok(environ, [*target.args, *argv[1:]]):
+            return 2
         path = model_path(target)
     except TargetError as e:
         log.error("%s", e)
@@ -174,7 +194,7 @@ def main(argv=None) -> int:
     cmd = [sys.executable, "-m", "sglang.launch_server", *server_args(target, path, argv[1:])]
     log.info("target %s: %s", target.name, " ".join(cmd[1:]))
     # exec, not a child: signals from a supervisor reach SGLang directly.
-    os.execve(sys.executable, cmd, server_env(target))
+    os.execve(sys.executable, cmd, environ)
     return 1  # not reached
 
 

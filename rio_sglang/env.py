@@ -26,3 +26,13 @@ def cache_dir() -> Path:
 def server_start_timeout() -> float:
     """RIO_SERVER_START_TIMEOUT: seconds the launcher waits for a server to be ready (600)."""
     return float(os.environ.get("RIO_SERVER_START_TIMEOUT", "600"))
+
+
+REASONING_DEFAULT = "RIO_REASONING_DEFAULT"
+
+
+def reasoning_default() -> str | None:
+    """RIO_REASONING_DEFAULT: the server-wide default reasoning spec, a JSON object such as
+    '{"mode": "switch"}' (unset: requests without a spec decode plainly). Parsed and checked in
+    runtime/defaults.py."""
+    return os.environ.get(REASONING_DEFAULT) or None

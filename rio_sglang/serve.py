@@ -1,12 +1,14 @@
 """`python -m rio_sglang.serve --tiny [--port N]`: generate a tiny checkpoint if needed and serve it.
 
 Or `--model-path DIR` for an existing checkpoint. Arguments after `--` go to sglang.launch_server.
+`--reasoning-default JSON` (or RIO_REASONING_DEFAULT) is the spec of requests that send none.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -46,9 +48,25 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=30000)
     ap.add_argument("--gpu", action="store_true", help="do not add the CPU flags")
     ap.add_argument("--timeout", type=float, default=env.server_start_timeout())
+    ap.add_argument("--reasoning-default", metavar="JSON", default=env.reasoning_default(),
+                    help="reasoning spec of requests without custom_params.rio_reasoning, "
+                         f"e.g. '{{\"mode\": \"switch\"}}' (default: ${env.REASONING_DEFAULT})")
     args = ap.parse_args(ours)
     logging.basicConfig(level=logging.INFO, format="[rio-sglang] %(message)s")
 
+    if args.reasoning_default:  # (imports torch: only then)
+        from rio_sglang.runtime.defaults import DefaultSpecError, check_default
+
+        flag = any(a.startswith("--reasoning-default") for a in ours)
+        try:
+            default = check_default(args.reasoning_default, passthrough,
+                                    "--reasoning-default" if flag else env.REASONING_DEFAULT)
+        except DefaultSpecError as e:
+            log.error("cannot serve: %s", e)
+            return 2
+        log.info("reasoning default: %s", default.to_json())
+    # SGLang's processes inherit the launcher's environment: each reads the default there.
+    environ = {**os.environ, env.REASONING_DEFAULT: args.reasoning_default or ""}
     try:
         path = tiny_checkpoint(args.preset, args.seed) if args.tiny else args.model_path
         log.info("checkpoint ok: %s", verify_checkpoint(path).describe())
@@ -57,7 +75,8 @@ def main(argv=None) -> int:
         return 2
     # SIGTERM (a supervisor, a shell trap) must still stop the server's process group.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    server = launch(path, port=args.port, cpu=not args.gpu, extra_args=passthrough)
+    server = launch(path, port=args.port, cpu=not args.gpu, extra_args=passthrough,
+                    environ=environ)
     log.info("starting SGLang (log: %s)", server.log_path)
     try:
         server.wait_ready(args.timeout)

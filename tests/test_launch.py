@@ -17,6 +17,7 @@ from launch.memory import RIO_CONFIG, estimate, gdn_state_bytes_per_seq, kv_byte
 from launch.params import weights
 from launch.serve import TargetError, read_target, server_args, server_env, target_names
 from rio_sglang import server as rio_server
+from rio_sglang.reasoning.spec import ReasoningSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = json.loads(RIO_CONFIG.read_text())
@@ -251,11 +252,16 @@ def test_long_context_yarn_matches_transformers_beyond_native_positions(tmp_path
 
 # The real thing on this CPU
 
+# The cpu-tiny server below runs with this default: requests without a spec get it.
+DEFAULT_SPEC = {"mode": "switch", "max_switches": 2, "math_tokens_explicit": False}
+
+
 @pytest.mark.server
 def test_serve_sh_cpu_tiny_answers_the_smoke_client(tmp_path):
     port = rio_server.free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "RIO_CACHE_DIR": str(tmp_path / "cache"), "RIO_VENV": sys.prefix}
+    env = {**os.environ, "RIO_CACHE_DIR": str(tmp_path / "cache"), "RIO_VENV": sys.prefix,
+           "RIO_REASONING_DEFAULT": json.dumps(DEFAULT_SPEC)}
     log = tmp_path / "server.log"
     with log.open("w") as out:
         proc = subprocess.Popen(["bash", str(ROOT / "launch" / "serve.sh"), "cpu-tiny",
@@ -278,5 +284,54 @@ def test_serve_sh_cpu_tiny_answers_the_smoke_client(tmp_path):
         for name in names:
             assert rows[name]["ok"], f"{name}: {rows[name]['detail']}\n{tail}"
         assert smoke.returncode == 0, tail
+        assert_default_applies(url)
     finally:
         srv.stop()
+
+
+def chat_stats(url: str, **extra) -> dict:
+    """A plain OpenAI chat request (what lm-eval sends), its `rio_reasoning` statistics."""
+    import requests
+
+    body = {"model": "default", "messages": [{"role": "user", "content": "2+2?"}],
+            "max_tokens": 4, "temperature": 0, **extra}
+    r = requests.post(f"{url}/v1/chat/completions", json=body, timeout=600)
+    assert r.status_code == 200, r.text[:300]
+    return r.json()["metadata"]["rio_reasoning"]
+
+
+def assert_default_applies(url: str) -> None:
+    """No custom_params: the server's default spec runs and says so; a request's own spec
+    (explicit) replaces it whole."""
+    stats = chat_stats(url)
+    assert stats["from_default"] is True
+    assert stats["spec"] == {**ReasoningSpec().to_json(), **DEFAULT_SPEC}
+    assert stats["latent_steps"] > 0 and "L" in stats["modes"]
+    stats = chat_stats(url, custom_params={"rio_reasoning": {"mode": "explicit"}})
+    assert stats["from_default"] is False and stats["spec"]["mode"] == "explicit"
+    assert stats["latent_steps"] == 0 and stats["modes"] == "EEEE"
+
+
+# launcher (how it gets the default), default spec, what it must say; each stops before any work
+BAD_DEFAULTS = [
+    ("--reasoning-default", '{"mode": "switch", "window": 0}', "window: must be >= 1"),
+    ("RIO_REASONING_DEFAULT", '{"mode": "latent", "max_switches": 2}',
+     "max_switches: applies to mode 'switch'"),
+    ("RIO_REASONING_DEFAULT", '{"mode": "swtich"}', "mode: must be one of"),
+    ("--reasoning-default", "switch", "not JSON"),
+]
+
+
+@pytest.mark.parametrize("source,spec,message", BAD_DEFAULTS,
+                         ids=[f"{s}-{m.split(':')[0]}" for s, _, m in BAD_DEFAULTS])
+def test_bad_default_stops_the_launcher_naming_the_field(tmp_path, source, spec, message):
+    env = {**os.environ, "RIO_CACHE_DIR": str(tmp_path / "cache"), "RIO_VENV": sys.prefix}
+    if source == "--reasoning-default":
+        cmd = [sys.executable, "-m", "rio_sglang.serve", "--tiny", source, spec]
+    else:  # launch/serve.sh: from the environment (or a target's @env line)
+        cmd, env[source] = ["bash", str(ROOT / "launch" / "serve.sh"), "cpu-tiny"], spec
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"cannot serve: {source}" in out.stderr and message in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "cache" / "checkpoints").exists()  # stopped before any work

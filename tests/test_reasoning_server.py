@@ -159,12 +159,15 @@ def test_greedy_tokens_and_modes_equal_the_reference(server, tiny_ckpt, name, sp
     if spec["mode"] == "explicit":
         assert stats["modes"] == "E" * REF_NEW and stats["latent_steps"] == 0
         return
-    assert_equals_reference(got, ref, ref_modes)
+    assert_equals_reference(got, ref, ref_modes, spec)
 
 
-def assert_equals_reference(got: dict, ref, ref_modes: str) -> None:
+def assert_equals_reference(got: dict, ref, ref_modes: str, spec: dict) -> None:
     stats = dict(got["meta_info"]["rio_reasoning"])
     assert stats.pop("modes") == ref_modes
+    # The spec the request ran with (its own: this server has no default), all fields filled in.
+    assert stats.pop("spec") == ReasoningSpec.from_json(spec).to_json()
+    assert stats.pop("from_default") is False
     assert stats == ref.stats.to_json()
 
 
@@ -185,7 +188,7 @@ def test_answer_budget_ends_the_request_like_the_reference(server, tiny_ckpt):
     got = gen(server, prompt, TERMINATION, new=TERMINATION_NEW)
     assert got["output_ids"] == ref.tokens + [eos]
     assert got["meta_info"]["finish_reason"]["type"] == "stop"
-    assert_equals_reference(got, ref, ref_modes)
+    assert_equals_reference(got, ref, ref_modes, TERMINATION)
 
 
 @pytest.fixture(scope="module")
@@ -207,5 +210,5 @@ def test_chunked_prefill_steps_once_the_prompt_is_complete(chunked_server, tiny_
     prompt, ref, ref_modes = reference_run(tiny_ckpt, spec, expected)
     got = gen(chunked_server, prompt, spec, new=REF_NEW)
     assert got["output_ids"] == ref.tokens
-    assert_equals_reference(got, ref, ref_modes)
+    assert_equals_reference(got, ref, ref_modes, spec)
     assert "chunked_prefill_size=4," in chunked_server.log_path.read_text()

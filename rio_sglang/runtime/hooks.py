@@ -137,7 +137,7 @@ def _patch_init_new() -> None:
 def _patch_streamer() -> None:
     from sglang.srt.managers.scheduler_components.output_streamer import SchedulerOutputStreamer
 
-    from rio_sglang.runtime import engine
+    from rio_sglang.runtime import defaults, engine
 
     def build(self, reqs) -> dict[str, list]:
         values = []  # per request: [] until it finishes, then [its statistics]
@@ -146,8 +146,8 @@ def _patch_streamer() -> None:
             if spec is None or not req.finished():
                 values.append([])
                 continue
-            tracked = rq.forget(req.rid)
-            values.append([engine.finish(tracked, len(req.output_ids))])
+            stats = engine.finish(rq.forget(req.rid), len(req.output_ids))
+            values.append([{**stats, **defaults.applied(req.sampling_params.custom_params)}])
         return {STATS_KEY: values}
 
     SchedulerOutputStreamer.has_additional_customized_info = True

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpec
+from rio_sglang.reasoning.spec import ReasoningSpec
+from rio_sglang.runtime import defaults
 
 
 @dataclass
@@ -65,10 +66,9 @@ def forget(rid: str) -> Tracked | None:
 
 
 def spec_of(custom_params) -> ReasoningSpec | None:
-    """The request's spec from `sampling_params.custom_params`, or None if it asked for none."""
-    if not isinstance(custom_params, dict) or SPEC_KEY not in custom_params:
-        return None
-    return ReasoningSpec.from_json(custom_params[SPEC_KEY])
+    """The request's spec from `sampling_params.custom_params`, else the server default
+    (`defaults.py`), or None if there is neither."""
+    return defaults.effective(custom_params)[0]
 
 
 _UNPARSED = object()

@@ -222,3 +222,17 @@ def test_gpu_bf16_step_has_no_host_sync_and_captures():
     graph.replay()
     torch.cuda.synchronize()
     assert step.state.t["step"][1].item() == before + 1
+
+
+def test_a_relay_landing_after_release_feeds_no_later_request():
+    """PP: the last stage's relay for a request's final step may reach the first stage after
+    that request finished there; its slot's next request (explicit) must embed its tokens."""
+    last, first = device_step(WEIGHT), device_step(WEIGHT)
+    for st in (last, first):
+        st.admit([2], [ReasoningSpec(mode=LAT)], [16])
+    pre = last.pre(logits_case("plain", 1, seed=9), torch.tensor([0]), torch.tensor([2]))
+    relay = last.relay(torch.tensor([2]), last.post(pre, torch.tensor([X])))
+    assert bool(last.soft_input(torch.tensor([2]))[0])  # a latent step: soft next input
+    first.finish(2)  # the request ended on the first stage...
+    first.publish(relay)  # ...before its last relay arrived
+    assert not bool(first.soft_input(torch.tensor([2]))[0])

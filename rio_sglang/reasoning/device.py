@@ -38,6 +38,9 @@ class DeviceStep:
         self.state = state = ReasoningState(num_slots, tokens, vocab, dev)
         self.vocab, self.table, self.v_start, self.v_len = vocab, table, v_start, v_len
         self.all_reduce = all_reduce
+        # Host-controlled: admitted and not yet released. The forward embeds `pending` only where
+        # this and `use` hold: under PP a relay may land after its request was released.
+        self.active = torch.zeros(num_slots, dtype=torch.bool, device=dev)
         self.tables = launch.StepTables(
             ints=state.ints, floats=state.floats, queue=state.queue,
             convergence=state.convergence, termination=state.termination,
@@ -70,6 +73,7 @@ class DeviceStep:
         self.state.reset_slots(slots, specs, max_new_tokens)
         idx = torch.tensor(list(slots), dtype=torch.long, device=self.table.device)
         self.tables.use.index_fill_(0, idx, 0)
+        self.active.index_fill_(0, idx, True)
         self.tables.history.index_fill_(0, idx, -1)
         self.tables.stats.index_fill_(0, idx, 0)
 
@@ -78,6 +82,11 @@ class DeviceStep:
         self.state.release_slots(slots)
         idx = torch.tensor(list(slots), dtype=torch.long, device=self.table.device)
         self.tables.use.index_fill_(0, idx, 0)
+        self.active.index_fill_(0, idx, False)
+
+    def soft_input(self, slots: torch.Tensor) -> torch.Tensor:
+        """slots: [B] -> [B] bool: does the next decode step embed the slot's `pending`?"""
+        return self.active.index_select(0, slots) & (self.tables.use.index_select(0, slots) != 0)
 
     def pre(self, logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor) -> launch.PreSample:
         """logits: [B, V'] raw, rows / slots: [R] int64 -> what `post` needs (2-3 launches, and
@@ -126,7 +135,7 @@ class DeviceStep:
     def publish(self, relay: dict[str, torch.Tensor]) -> None:
         """First pipeline stage: store the last stage's step results for these slots."""
         t, s = self.tables, relay["slots"].long()
-        t.pending.index_copy_(0, s, relay["pending"].to(t.pending.dtype))
+        t.pending.index_copy_(0, s, relay["pending"].to(t.pending.dtype))  # read only if active
         t.use.index_copy_(0, s, relay["use"].to(t.use.dtype))
         t.stats.index_copy_(0, s, relay["stats"].to(t.stats.dtype))
         col = relay["row_out"][:, 0].long()

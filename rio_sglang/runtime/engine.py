@@ -103,7 +103,7 @@ class ReasoningRuntime:
         if not forward_batch.forward_mode.is_decode():
             return embeds
         slots = forward_batch.req_pool_indices.long()[: embeds.shape[0]]  # [B]
-        use = self.step.tables.use.index_select(0, slots).bool()[:, None]  # [B, 1]
+        use = self.step.soft_input(slots)[:, None]  # [B, 1]
         pending = self.step.tables.pending.index_select(0, slots).to(embeds.dtype)
         return torch.where(use, pending, embeds)
 

@@ -41,6 +41,7 @@ SERVING_MARK = "rio-sglang model class serving"
 MTP_MARK = "rio-sglang MTP head serving"
 # Logged by every rank: its TP / PP / EP share (layers, experts, expert I-shard).
 LAYOUT_MARK = "rio-sglang rank layout"
+EXPERTS_MARK = "rio-sglang routed experts"  # their storage (bf16 / fp8 ...) and bytes per layer
 
 
 class ServerStartError(RuntimeError):

@@ -177,3 +177,33 @@ def test_every_tensor_of_an_all_fp8_checkpoint_has_a_rule(tmp_path):
             assert w.dtype == fp8.FP8
             want = fp8.scale_shape(tuple(w.shape), BLOCK if kind == "block" else None)
             assert tuple(s.shape) == (want if kind == "block" else want + (1,)), name
+
+
+# Our SGLang linears' prefixes (the checkpoint's module names; qkv_proj and the shared expert's
+# gate_up are our fused layers) and whether the FP8 layouts convert them.
+PREFIXES = [f"model.language_model.layers.{n}" for n in (
+    "0.linear_attn.in_proj_qkv", "0.linear_attn.in_proj_z", "0.linear_attn.out_proj",
+    "3.self_attn.qkv_proj", "3.self_attn.o_proj", "1.mlp.shared_expert.gate_up",
+    "1.mlp.shared_expert.down_proj")]
+KEPT = [f"model.language_model.layers.{n}" for n in (
+    "0.linear_attn.in_proj_a", "0.linear_attn.in_proj_b", "2.mlp.gate",
+    "2.mlp.shared_expert_gate")]
+
+
+@pytest.mark.parametrize("linears", [False, True], ids=["experts-only", "fp8-linears"])
+def test_sglang_quant_configs_convert_what_the_writer_says(linears):
+    """SGLang's own ignore-list matching on our prefixes: with experts-only tiny checkpoints every
+    linear stays bf16 (what lets the CPU serve them); `--fp8-linears` converts the projections."""
+    from sglang.srt.layers.quantization.compressed_tensors.utils import should_ignore_layer
+    from sglang.srt.layers.quantization.fp8 import Fp8Config
+    from sglang.srt.layers.quantization.utils import is_layer_skipped
+
+    from rio_sglang.tiny.fp8 import quantization_config
+
+    block = Fp8Config.from_config(quantization_config("block", BLOCK, linears))
+    assert block.weight_block_size == list(BLOCK) and block.is_checkpoint_fp8_serialized
+    ignore = quantization_config("channel", BLOCK, linears)["ignore"]
+    for prefix in PREFIXES + KEPT:
+        kept = prefix in KEPT or not linears
+        assert is_layer_skipped(prefix, block.ignored_layers) == kept, prefix
+        assert should_ignore_layer(prefix, ignore) == kept, prefix

@@ -131,14 +131,14 @@ class ExpertStore(nn.Module):
         if not 0 <= local < self.e_local:
             return []
         if q is not None and not q.serialized:  # bf16 in, this rank's shard quantized here
-            shard = self._shard(w, down, None)
+            shard = self._shard(w, down, None).to(self.w13.device)  # quantized where it lives
             wq, s = fp8.quantize_block(shard, q.block)
-            self._copy("w2" if down else "w13", local, which, wq, None)
-            self._copy("w2_scale" if down else "w13_scale", local, which, s, q.block)
+            self._copy("w2" if down else "w13", local, which, wq)
+            self._copy("w2_scale" if down else "w13_scale", local, which, s)
             return ["w2" if down else "w13", "w2_scale" if down else "w13_scale"]
         target = ("w2" if down else "w13") + ("" if part == "weight" else "_scale")
         block = None if part == "weight" else (q.block or (1, 1))
-        self._copy(target, local, which, self._shard(w, down, block), block)
+        self._copy(target, local, which, self._shard(w, down, block))
         return [target]
 
     def _shard(self, t: torch.Tensor, down: bool, block: tuple[int, int] | None) -> torch.Tensor:
@@ -150,7 +150,7 @@ class ExpertStore(nn.Module):
         n = self.i_tp // (block[dim] if block else 1)
         return t.narrow(dim, self.moe_tp_rank * n, n)
 
-    def _copy(self, target: str, local: int, which: str, t: torch.Tensor, block) -> None:
+    def _copy(self, target: str, local: int, which: str, t: torch.Tensor) -> None:
         param = getattr(self, target)
         if which == "down_proj":
             param.data[local].copy_(t)

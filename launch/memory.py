@@ -1,5 +1,6 @@
-"""Per-GPU memory of a target: weights, KV cache of the full-attention layers, GDN state, and
-the embedding rows the last pipeline stage copies for latent reasoning under PP (V/tp per rank).
+"""Per-GPU memory of a target: weights (bf16, or FP8 with their scales under `--quantization
+fp8`), KV cache of the full-attention layers, GDN state, and the embedding rows the last
+pipeline stage copies for latent reasoning under PP (V/tp per rank).
 
 `python -m launch.memory --target h200x8 --context 1048576 [--concurrency N] [--mtp]`, from the
 repository root. Numbers come from a config.json dict (default launch/rio_config.json) and the
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.params import BF16, FP32, full_attention_layers, weights
+from launch.params import BF16, FP32, Weight, full_attention_layers, weights
 from launch.serve import Target, read_target
 
 RIO_CONFIG = Path(__file__).resolve().parent / "rio_config.json"
@@ -39,10 +41,11 @@ class Stage:
     kv: int
     state: int
     latent_embed: int = 0  # bytes, ceil(V / tp) x H rows for latent steps (last stage, PP > 1)
+    scales: int = 0  # bytes, fp32 scales of FP8 weights (`weights` counts their e4m3 bytes)
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv + self.state + self.latent_embed
+        return self.weights + self.scales + self.kv + self.state + self.latent_embed
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,36 @@ def gdn_state_bytes_per_seq(text: dict, tp: int, gdn_layers: int, conv_bytes: in
     return gdn_layers * (conv + ssm)
 
 
+# FP8 (`--quantization fp8`: bf16 checkpoint, quantized as it loads). The routed experts: e4m3
+# and one fp32 scale per block on each rank's I-shard (rio_sglang/experts.py::expert_quant:
+# 128 x 128 wherever it tiles the shard). The other projections: SGLang's Fp8LinearMethod (online:
+# e4m3 and one fp32 scale per output row on Hopper), except the layers SGLANG_FP8_IGNORED_LAYERS
+# names. Output rows of a projection on one rank: "column" divided over TP, "row" whole.
+FP8_LINEARS = {"q_proj": "column", "k_proj": "column", "v_proj": "column", "o_proj": "row",
+               "in_proj_qkv": "column", "in_proj_z": "column", "in_proj_b": "column",
+               "in_proj_a": "column", "out_proj": "row", "shared_expert.gate_up_proj": "column",
+               "shared_expert.down_proj": "row", "mlp.gate": "rep", "shared_expert_gate": "one"}
+EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+
+
+def fp8_rank_bytes(w: Weight, tp: int, text: dict, ignored: tuple[str, ...]) -> tuple[int, int]:
+    """(e4m3 or kept bytes, fp32 scale bytes) of one table row on one of `tp` ranks."""
+    kind = next((k for k in (*EXPERTS, *FP8_LINEARS) if w.name.endswith("." + k)), None)
+    if kind is None or w.stage != "layer" or any(f".{i}." in f".{w.name}." for i in ignored):
+        return w.rank_bytes(tp), 0  # norms, conv, embeddings, vision, the MTP head: as loaded
+    n = w.rank_numel(tp)
+    if kind in EXPERTS:
+        h, i = text["hidden_size"], text["moe_intermediate_size"]
+        i_tp = i // tp
+        block = math.gcd(128, i_tp, h)
+        if i_tp % block or h % block:
+            raise ValueError(f"{w.name}: I / TP {i_tp} is not a multiple of {block}-wide blocks")
+        return n, n // (block * block) * FP32  # [E, 2I/tp, H] or [E, H, I/tp] in blocks
+    out_rows = {"column": n // max(w.cols, 1), "row": w.rows, "rep": w.rows,
+                "one": 1}[FP8_LINEARS[kind]]
+    return n, out_rows * FP32
+
+
 def _dtype_bytes(flag: str | None, default: int) -> int:
     if flag is None or flag == "auto":
         return default
@@ -105,6 +138,11 @@ def estimate(cfg: dict, target: Target, context: int | None = None, concurrency:
     kv_b = _dtype_bytes(target.flag("--kv-cache-dtype"), BF16)
     ssm_b = _dtype_bytes(target.flag("--mamba-ssm-dtype"), FP32)
     table = weights(cfg, mtp=mtp)
+    fp8 = target.flag("--quantization") == "fp8"
+    if fp8 and mtp:
+        raise ValueError("rio-sglang's MTP head serves bf16 only: no --mtp with --quantization fp8")
+    ignored = tuple(x.strip() for x in target.env.get("SGLANG_FP8_IGNORED_LAYERS", "").split(",")
+                    if x.strip())
     attn = set(full_attention_layers(text))
     stages = []
     for s, layers in enumerate(stage_layers(text["num_hidden_layers"], pp)):
@@ -120,8 +158,11 @@ def estimate(cfg: dict, target: Target, context: int | None = None, concurrency:
         # stage that is not the first keeps a copy of its rank's ceil(V / tp) rows.
         copy = s == pp - 1 and pp > 1
         latent = -(-text["vocab_size"] // tp) * text["hidden_size"] * BF16 if copy else 0
-        stages.append(Stage(s, layers, n_attn, n_gdn, sum(w.rank_bytes(tp) for w in mine),
-                            kv, state, kv * context * concurrency, state * concurrency, latent))
+        held = ([fp8_rank_bytes(w, tp, text, ignored) for w in mine] if fp8
+                else [(w.rank_bytes(tp), 0) for w in mine])
+        stages.append(Stage(s, layers, n_attn, n_gdn, sum(b for b, _ in held), kv, state,
+                            kv * context * concurrency, state * concurrency, latent,
+                            sum(c for _, c in held)))
     return Estimate(target.name, tp, pp, context, concurrency, target.gpu, tuple(stages))
 
 
@@ -130,7 +171,8 @@ def render(est: Estimate) -> str:
     cap = est.gpu_bytes
     gpus = f"{est.tp * est.pp} x {est.gpu} ({cap / GIB:.1f} GiB each)" if cap else "no GPU"
     last = s.layers[-1] if len(s.layers) else "-"
-    rows = [("weights", s.weights),
+    rows = [("weights" + (" (e4m3 where FP8, the rest as loaded)" if s.scales else ""),
+             s.weights), *([("FP8 scales (fp32)", s.scales)] if s.scales else []),
             (f"KV cache: {s.attn_layers} attention layers x {s.kv_per_token:,} B/token", s.kv),
             (f"GDN state: {s.gdn_layers} layers x {s.state_per_seq:,} B/sequence", s.state),
             ("latent-reasoning embedding rows (V/tp x H, last of PP stages)", s.latent_embed),

@@ -43,6 +43,7 @@ MTP_MARK = "rio-sglang MTP head serving"
 LAYOUT_MARK = "rio-sglang rank layout"
 # Logged by every rank that builds the reasoning runtime: its mixture rows and buffer memory.
 REASONING_MARK = "rio-sglang reasoning runtime"
+EXPERTS_MARK = "rio-sglang routed experts"  # their storage (bf16 / fp8 ...) and bytes per layer
 
 
 class ServerStartError(RuntimeError):

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 LM = r"^model\.language_model\."
 LAYER = LM + r"layers\.(\d+)\."
+# A linear layer's weight, or the scale its FP8 form adds: `weight_scale_inv` per block (Qwen's
+# FP8 releases), `weight_scale` per channel (compressed-tensors). Which one a model expects
+# follows its quant config; the other is unexpected.
+PART = r"\.(weight|weight_scale_inv|weight_scale)$"
 
 
 class WeightLoadError(RuntimeError):
@@ -71,29 +75,38 @@ def _layer(model, m):
 
 
 def _expert(model, m, w, name):
-    layer, e, which = _layer(model, m), int(m.group(2)), m.group(3)
-    target = f"model.layers.{m.group(1)}.mlp.{'w2' if which == 'down_proj' else 'w13'}"
-    # An expert another expert-parallel rank owns is shape-checked, then left to that rank.
-    return [(target, 1)] if layer.mlp.load_expert(e, which, w, name) else []
+    part = m.group(4)
+    filled = _layer(model, m).mlp.load_expert(int(m.group(2)), m.group(3), w, name, part)
+    # [] for an expert another expert-parallel rank owns: shape-checked, then left to it.
+    return [(f"model.layers.{m.group(1)}.mlp.{p}", 1) for p in filled]
 
 
 def _fused_experts(model, m, w, name):
     mlp = _layer(model, m).mlp
     which = "down_proj" if m.group(2) == "down_proj" else "gate_up_proj"
     target = "w2" if which == "down_proj" else "w13"
-    return [(f"model.layers.{m.group(1)}.mlp.{target}", mlp.load_fused(which, w, name))]
+    n = mlp.load_fused(which, w, name)
+    fills = [(f"model.layers.{m.group(1)}.mlp.{target}", n)]
+    if mlp.quant is not None:  # bf16 in, quantized as it loads: the scales fill alongside
+        fills.append((f"model.layers.{m.group(1)}.mlp.{target}_scale", n))
+    return fills
 
 
 def _shared(model, m, w, name):
-    which = m.group(2)
-    _layer(model, m).mlp.load_shared(which, w, name)
+    which, part = m.group(2), m.group(3)
+    _layer(model, m).mlp.load_shared(which, w, name, part)
     target = "shared_down" if which == "down_proj" else "shared_gate_up"
-    return [(f"model.layers.{m.group(1)}.mlp.{target}.weight", 1)]
+    return [(f"model.layers.{m.group(1)}.mlp.{target}.{part}", 1)]
 
 
 def _qkv(model, m, w, name):
-    _layer(model, m).self_attn.load_qkv(m.group(2), w, name)
-    return [(f"model.layers.{m.group(1)}.self_attn.qkv_proj.weight", 1)]
+    _layer(model, m).self_attn.load_qkv(m.group(2), w, name, m.group(3))
+    return [(f"model.layers.{m.group(1)}.self_attn.qkv_proj.{m.group(3)}", 1)]
+
+
+def _gdn_qkv(model, m, w, name):
+    _layer(model, m).linear_attn.load_in_proj_qkv(w, name, m.group(2))
+    return [(f"model.layers.{m.group(1)}.linear_attn.in_proj_qkv.{m.group(2)}", 1)]
 
 
 def _gdn(method: str, param: str):
@@ -118,20 +131,20 @@ RULES: tuple[Rule, ...] = (
     _r(LM + r"norm\.weight$", _param("model.norm.weight")),
     _r(LAYER + r"(input_layernorm|post_attention_layernorm)\.weight$",
        _param("model.layers.{0}.{1}.weight")),
-    _r(LAYER + r"self_attn\.(q|k|v)_proj\.weight$", _qkv),
-    _r(LAYER + r"self_attn\.(o_proj|q_norm|k_norm)\.weight$",
+    _r(LAYER + r"self_attn\.(q|k|v)_proj" + PART, _qkv),
+    _r(LAYER + r"self_attn\.(o_proj)" + PART, _param("model.layers.{0}.self_attn.{1}.{2}")),
+    _r(LAYER + r"self_attn\.(q_norm|k_norm)\.weight$",
        _param("model.layers.{0}.self_attn.{1}.weight")),
-    _r(LAYER + r"linear_attn\.in_proj_qkv\.weight$", _gdn("load_in_proj_qkv", "in_proj_qkv.weight")),
+    _r(LAYER + r"linear_attn\.in_proj_qkv" + PART, _gdn_qkv),
     _r(LAYER + r"linear_attn\.conv1d\.weight$", _gdn("load_conv1d", "conv_weight")),
     _r(LAYER + r"linear_attn\.A_log$", _gdn("per_head", "A_log")),
     _r(LAYER + r"linear_attn\.dt_bias$", _gdn("per_head", "dt_bias")),
-    _r(LAYER + r"linear_attn\.(in_proj_z|in_proj_b|in_proj_a|out_proj|norm)\.weight$",
-       _param("model.layers.{0}.linear_attn.{1}.weight")),
-    _r(LAYER + r"mlp\.gate\.weight$", _param("model.layers.{0}.mlp.gate.weight")),
-    _r(LAYER + r"mlp\.shared_expert_gate\.weight$",
-       _param("model.layers.{0}.mlp.shared_expert_gate.weight")),
-    _r(LAYER + r"mlp\.shared_expert\.(gate_proj|up_proj|down_proj)\.weight$", _shared),
-    _r(LAYER + r"mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$", _expert),
+    _r(LAYER + r"linear_attn\.(in_proj_z|in_proj_b|in_proj_a|out_proj)" + PART,
+       _param("model.layers.{0}.linear_attn.{1}.{2}")),
+    _r(LAYER + r"linear_attn\.(norm)\.weight$", _param("model.layers.{0}.linear_attn.{1}.weight")),
+    _r(LAYER + r"mlp\.(gate|shared_expert_gate)" + PART, _param("model.layers.{0}.mlp.{1}.{2}")),
+    _r(LAYER + r"mlp\.shared_expert\.(gate_proj|up_proj|down_proj)" + PART, _shared),
+    _r(LAYER + r"mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)" + PART, _expert),
     _r(LAYER + r"mlp\.experts\.(gate_up_proj|down_proj)$", _fused_experts),
     _r(r"^model\.visual\.(.+\.attn)\.qkv\.(weight|bias)$", _param("visual.{0}.qkv_proj.{1}")),
     _r(r"^model\.visual\.(.+)$", _param("visual.{0}")),
@@ -186,13 +199,14 @@ def expected_fills(model) -> dict[str, int]:
     for name, p in model.named_parameters():
         if name.startswith("visual.") and not first_stage:
             continue  # loaded by the first stage only (see `elsewhere`)
-        if name.endswith(".mlp.w13"):
-            fills[name] = 2 * p.shape[0]  # [E_local, 2I, H]
-        elif name.endswith(".mlp.w2"):
+        part = name.rsplit(".", 1)[-1]
+        if part in ("w13", "w13_scale"):
+            fills[name] = 2 * p.shape[0]  # [E_local, 2I, H] (scale: [E_local, ...])
+        elif part in ("w2", "w2_scale"):
             fills[name] = p.shape[0]
-        elif name.endswith("self_attn.qkv_proj.weight"):
-            fills[name] = 3  # q (with its gate), k, v
-        elif name.endswith("shared_gate_up.weight"):
+        elif re.search(r"self_attn\.qkv_proj\.weight", name):
+            fills[name] = 3  # q (with its gate), k, v (weight and FP8 scale alike)
+        elif re.search(r"shared_gate_up\.weight", name):
             fills[name] = 2
         else:
             fills[name] = 1

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,8 @@ EXPECTED = {
                       "dist_init_addr": "10.0.0.1:5000", "attention_backend": "flashinfer"},
     "long-context": {"tp_size": 8, "pp_size": 1, "context_length": 1_048_576,
                      "attention_backend": "flashinfer"},
+    "h100x8-fp8": {"tp_size": 8, "pp_size": 1, "nnodes": 1, "dtype": "bfloat16",
+                   "quantization": "fp8", "attention_backend": "flashinfer"},
     "cpu-tiny": {"device": "cpu", "dtype": "float16", "attention_backend": "torch_native",
                  "tp_size": 1, "max_total_tokens": 2048},
 }
@@ -84,7 +87,7 @@ def test_cpu_tiny_is_the_measured_cpu_setup():
 
 
 def test_gpu_targets_serve_our_package_and_name_their_gpu():
-    for name in ("h200x8", "h100x16-2node", "long-context"):
+    for name in ("h200x8", "h100x16-2node", "long-context", "h100x8-fp8"):
         target = read_target(name, NODE_ENV)
         assert server_env(target, {})["SGLANG_EXTERNAL_MODEL_PACKAGE"] == "rio_sglang.models"
         assert target.gpu in ("h200", "h100") and not target.tiny
@@ -181,6 +184,37 @@ def test_h200x8_memory_matches_hand_count(context):
     assert stage.latent_embed == 0  # each TP rank mixes the vocab shard it embeds with
     assert stage.total == stage.weights + stage.kv + stage.state + stage.latent_embed
     assert stage.total < est.gpu_bytes
+
+
+def h100x8_fp8_by_hand() -> tuple[int, int]:
+    """(weight bytes, fp32 scale bytes) on each of 8 GPUs under --quantization fp8: the bf16
+    count less one byte per e4m3 element; experts scaled per 128 x 128 block of the I-shard,
+    the other projections per output row; the router and shared_expert_gate stay bf16."""
+    conv_dim = 2 * HK * DK + HV * DV
+    experts = 60 * E * 3 * I * H // TP
+    attn = 15 * (2 * HQ * D * H // TP + 2 * D * H + H * HQ * D // TP)  # k, v: one whole head
+    gdn = 45 * (conv_dim * H + HV * DV * H + 2 * HV * H + H * HV * DV) // TP
+    shared = 60 * 3 * IS * H // TP
+    i_tp = I // TP  # 128: one block wide
+    expert_scales = 60 * E * (2 * i_tp // 128 * H // 128 + H // 128 * i_tp // 128)
+    row_scales = (15 * (2 * HQ * D // TP + 2 * D + H)  # q, k, v, o (row parallel: H rows)
+                  + 45 * (conv_dim // TP + HV * DV // TP + 2 * HV // TP + H)
+                  + 60 * (2 * IS // TP + H))  # shared gate_up, down
+    return (h200x8_weights_by_hand() - (experts + attn + gdn + shared),
+            (expert_scales + row_scales) * FP32)
+
+
+def test_rio_in_fp8_fits_8_h100_at_native_context():
+    target = read_target("h100x8-fp8")
+    est = estimate(CFG, target, context=262_144)
+    (stage,) = est.stages
+    assert (stage.weights, stage.scales) == h100x8_fp8_by_hand() == (50_176_228_236, 14_441_280)
+    assert stage.kv == 15 * 2 * D * BF16 * 262_144
+    assert stage.total == stage.weights + stage.scales + stage.kv + stage.state + stage.latent_embed
+    assert stage.total < 0.7 * est.gpu_bytes  # 52.4 of 79.6 GiB
+    # The same node in bf16 does not hold the weights alone.
+    bf16 = replace(target, args=tuple(a for a in target.args if a not in ("--quantization", "fp8")))
+    assert estimate(CFG, bf16, context=262_144).stages[0].weights > est.gpu_bytes
 
 
 def test_whole_model_cache_matches_the_model_facts():

@@ -13,13 +13,13 @@ from sglang.srt.layers.rotary_embedding import get_rope
 from sglang.srt.utils.hf_transformers_utils import get_rope_config
 from torch import nn
 
-from .tp import check_shape, tp_rank_size
+from .tp import check_shape, load_linear, tp_rank_size
 
 
 class GatedAttention(nn.Module):
     """x: [T, H] -> [T, H]; q_proj holds [q_h | gate_h] per head (2 * D rows per head)."""
 
-    def __init__(self, config, layer_id: int, prefix: str = ""):
+    def __init__(self, config, layer_id: int, quant_config=None, prefix: str = ""):
         super().__init__()
         _, tp = tp_rank_size()
         self.total_heads, self.total_kv = config.num_attention_heads, config.num_key_value_heads
@@ -35,9 +35,11 @@ class GatedAttention(nn.Module):
             is_neox_style=True, dtype=torch.get_default_dtype())
         # The gate rides in q_proj: 2 * heads "heads" of D, each head's [q | gate] adjacent.
         self.qkv_proj = QKVParallelLinear(h, self.d, 2 * self.total_heads, self.total_kv,
-                                          bias=False, prefix=f"{prefix}.qkv_proj")
+                                          bias=False, quant_config=quant_config,
+                                          prefix=f"{prefix}.qkv_proj")
         self.o_proj = RowParallelLinear(self.total_heads * self.d, h, bias=False,
-                                        reduce_results=True, prefix=f"{prefix}.o_proj")
+                                        reduce_results=True, quant_config=quant_config,
+                                        prefix=f"{prefix}.o_proj")
         self.q_norm = GemmaRMSNorm(self.d, eps=config.rms_norm_eps)
         self.k_norm = GemmaRMSNorm(self.d, eps=config.rms_norm_eps)
         self.attn = RadixAttention(self.heads, self.d, self.d**-0.5, num_kv_heads=self.kv_heads,
@@ -56,7 +58,9 @@ class GatedAttention(nn.Module):
         out = out * torch.sigmoid(gate.reshape(t, -1))
         return self.o_proj(out)[0]
 
-    def load_qkv(self, which: str, w: torch.Tensor, name: str) -> None:
-        rows = {"q": 2 * self.total_heads, "k": self.total_kv, "v": self.total_kv}[which]
-        check_shape(name, w.shape, (rows * self.d, self.qkv_proj.input_size))
-        self.qkv_proj.weight.weight_loader(self.qkv_proj.weight, w, which)
+    def load_qkv(self, which: str, w: torch.Tensor, name: str, part: str = "weight") -> None:
+        """q (with its gate), k or v: the weight or its FP8 scale (SGLang's loader shards it)."""
+        if part == "weight":
+            rows = {"q": 2 * self.total_heads, "k": self.total_kv, "v": self.total_kv}[which]
+            check_shape(name, w.shape, (rows * self.d, self.qkv_proj.input_size))
+        load_linear(self.qkv_proj, part, w, name, which)

@@ -38,16 +38,17 @@ def layer_types(config) -> list[str]:
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config, layer_id: int, prefix: str):
+    def __init__(self, config, layer_id: int, prefix: str, quant_config=None):
         super().__init__()
         self.layer_type = layer_types(config)[layer_id]
         if self.layer_type == "full_attention":
-            self.self_attn = GatedAttention(config, layer_id, f"{prefix}.self_attn")
+            self.self_attn = GatedAttention(config, layer_id, quant_config, f"{prefix}.self_attn")
         elif self.layer_type == "linear_attention":
-            self.linear_attn = GatedDeltaNet(config, layer_id, f"{prefix}.linear_attn")
+            self.linear_attn = GatedDeltaNet(config, layer_id, quant_config,
+                                             f"{prefix}.linear_attn")
         else:
             raise ValueError(f"layer {layer_id}: unknown layer type {self.layer_type!r}")
-        self.mlp = SparseMoe(config, f"{prefix}.mlp")
+        self.mlp = SparseMoe(config, quant_config, f"{prefix}.mlp")
         self.input_layernorm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
@@ -65,19 +66,19 @@ class DecoderLayer(nn.Module):
 
 
 class RioTextModel(nn.Module):
-    """input_ids [T] (or input_embeds [T, H]) -> final hidden states [T, H]."""
+    """input_ids [T] (or input_embeds [T, H]) -> final hidden states [T, H]. quant_config:
+    SGLang's, from the checkpoint (FP8, `rio_sglang.experts`) or `--quantization fp8`."""
 
     def __init__(self, config, quant_config=None, prefix: str = ""):
         super().__init__()
-        if quant_config is not None:
-            raise NotImplementedError("rio-sglang serves the BF16 checkpoint: no quantization yet")
         self.config = config
         self.pp_group = get_parallel().pp_group  # SGLang's multimodal embed routine reads it
         first, last = self.pp_group.is_first_rank, self.pp_group.is_last_rank
         self.embed_tokens = (VocabParallelEmbedding(config.vocab_size, config.hidden_size)
                              if first else PPMissingLayer())
         self.layers, self.start_layer, self.end_layer = make_pp_layers(
-            config.num_hidden_layers, lambda idx, prefix: DecoderLayer(config, idx, prefix),
+            config.num_hidden_layers,
+            lambda idx, prefix: DecoderLayer(config, idx, prefix, quant_config),
             prefix=f"{prefix}.layers")
         self.norm = (GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps) if last
                      else PPMissingLayer())

@@ -16,13 +16,13 @@ from sglang.srt.layers.linear import (
 from sglang.srt.layers.radix_linear_attention import RadixLinearAttention
 from torch import nn
 
-from .tp import check_shape, copy_into, shard_rows, tp_rank_size
+from .tp import check_shape, copy_into, load_linear, scale_rows, shard_rows, tp_rank_size
 
 
 class GatedDeltaNet(nn.Module):
     """x: [T, H] -> [T, H]. in_proj_qkv holds [q (nk*dk) | k (nk*dk) | v (nv*dv)]."""
 
-    def __init__(self, config, layer_id: int, prefix: str = ""):
+    def __init__(self, config, layer_id: int, quant_config=None, prefix: str = ""):
         super().__init__()
         self.tp_rank, self.tp_size = tp_rank_size()
         self.nk, self.nv = config.linear_num_key_heads, config.linear_num_value_heads
@@ -33,11 +33,14 @@ class GatedDeltaNet(nn.Module):
         h = config.hidden_size
         self.in_proj_qkv = MergedColumnParallelLinear(
             h, [self.key_dim, self.key_dim, self.value_dim], bias=False,
-            prefix=f"{prefix}.in_proj_qkv")
+            quant_config=quant_config, prefix=f"{prefix}.in_proj_qkv")
         self.in_proj_z = ColumnParallelLinear(h, self.value_dim, bias=False,
+                                              quant_config=quant_config,
                                               prefix=f"{prefix}.in_proj_z")
-        self.in_proj_b = ColumnParallelLinear(h, self.nv, bias=False, prefix=f"{prefix}.in_proj_b")
-        self.in_proj_a = ColumnParallelLinear(h, self.nv, bias=False, prefix=f"{prefix}.in_proj_a")
+        self.in_proj_b = ColumnParallelLinear(h, self.nv, bias=False, quant_config=quant_config,
+                                              prefix=f"{prefix}.in_proj_b")
+        self.in_proj_a = ColumnParallelLinear(h, self.nv, bias=False, quant_config=quant_config,
+                                              prefix=f"{prefix}.in_proj_a")
         conv_dim_tp = (2 * self.key_dim + self.value_dim) // self.tp_size
         self.conv_weight = nn.Parameter(torch.empty(conv_dim_tp, self.conv_k), requires_grad=False)
         self.A_log = nn.Parameter(torch.empty(nv_tp, dtype=torch.float32), requires_grad=False)
@@ -51,7 +54,8 @@ class GatedDeltaNet(nn.Module):
         self.norm = RMSNormGated(self.dv, eps=config.rms_norm_eps, group_size=None,
                                  norm_before_gate=True, dtype=torch.get_default_dtype())
         self.out_proj = RowParallelLinear(self.value_dim, h, bias=False, input_is_parallel=True,
-                                          reduce_results=True, prefix=f"{prefix}.out_proj")
+                                          reduce_results=True, quant_config=quant_config,
+                                          prefix=f"{prefix}.out_proj")
 
     def forward(self, x: torch.Tensor, forward_batch) -> torch.Tensor:
         mixed_qkv, _ = self.in_proj_qkv(x)  # [T, conv_dim/tp]
@@ -68,11 +72,16 @@ class GatedDeltaNet(nn.Module):
         return self.out_proj(out)[0]
 
     # Checkpoint loaders: called by rio_sglang.weights with the full (unsharded) tensor.
-    def load_in_proj_qkv(self, w: torch.Tensor, name: str) -> None:
-        check_shape(name, w.shape, (2 * self.key_dim + self.value_dim, self.in_proj_qkv.input_size))
-        param = self.in_proj_qkv.weight
-        for shard_id, part in enumerate(w.split([self.key_dim, self.key_dim, self.value_dim])):
-            param.weight_loader(param, part, shard_id)
+    def load_in_proj_qkv(self, w: torch.Tensor, name: str, part: str = "weight") -> None:
+        """[q | k | v] rows: the weight or its FP8 scale, split into SGLang's three shards."""
+        dims = [self.key_dim, self.key_dim, self.value_dim]
+        if part == "weight":
+            check_shape(name, w.shape, (sum(dims), self.in_proj_qkv.input_size))
+        rows = scale_rows(self.in_proj_qkv, part, dims)
+        if w.shape[0] != sum(rows):
+            raise ValueError(f"{name}: checkpoint shape {tuple(w.shape)}, {sum(rows)} rows expected")
+        for shard_id, piece in enumerate(w.split(rows)):
+            load_linear(self.in_proj_qkv, part, piece, name, shard_id)
 
     def load_conv1d(self, w: torch.Tensor, name: str) -> None:
         check_shape(name, w.shape, (2 * self.key_dim + self.value_dim, 1, self.conv_k))

@@ -45,3 +45,27 @@ def unpadded(config, name: str) -> int:
     `--device cpu` and keeps the checkpoint's value as `original_<name>`); our kernels and the
     strict loader want the checkpoint's size."""
     return getattr(config, f"original_{name}", None) or getattr(config, name)
+
+
+def load_linear(layer, part: str, w: torch.Tensor, name: str, shard_id=None) -> None:
+    """Load a checkpoint tensor into an SGLang linear's `part` ("weight", or the scale its FP8
+    method registered: `weight_scale_inv` block, `weight_scale` channel) through that
+    parameter's own TP-aware loader. A part the layer lacks is an unexpected tensor."""
+    param = getattr(layer, part, None)
+    if not isinstance(param, torch.nn.Parameter):
+        raise KeyError(name)
+    if shard_id is None:
+        param.weight_loader(param, w)
+    else:
+        param.weight_loader(param, w, shard_id)
+
+
+def scale_rows(layer, part: str, rows: list[int]) -> list[int]:
+    """Row counts of a fused linear's parts in `part` units: weight and channel-scale rows as
+    given, block-scale rows per block (SGLang's `weight_block_size`)."""
+    if part != "weight_scale_inv":
+        return rows
+    bn = layer.quant_method.quant_config.weight_block_size[0]
+    if any(r % bn for r in rows):
+        raise ValueError(f"parts {rows} are not whole {bn}-row FP8 blocks")
+    return [r // bn for r in rows]

@@ -21,7 +21,7 @@ from rio_sglang.layers.decoder import RioTextModel
 from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.tokens import resolve_tokens
 from rio_sglang.runtime.engine import ReasoningRuntime
-from rio_sglang.server import LAYOUT_MARK, REASONING_MARK, SERVING_MARK
+from rio_sglang.server import EXPERTS_MARK, LAYOUT_MARK, REASONING_MARK, SERVING_MARK
 from rio_sglang.weights import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
     """Vision tower and multimodal embedding from SGLang's Qwen3-VL wrapper; the language model
     (Gated DeltaNet + gated attention + our MoE) is `RioTextModel`."""
+
+    # Our modules carry the checkpoint's own names (`model.language_model.layers...`), so a
+    # quant config's ignore list applies as written: no Qwen3-VL renaming of it.
+    hf_to_sglang_mapper = None
 
     def __init__(self, config, quant_config=None, prefix: str = ""):
         # Qwen3.5's vision tower has no deepstack mergers (transformers' config has no such
@@ -63,6 +67,9 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
                     type(self).__module__, type(self).__qualname__, self.config.num_hidden_layers,
                     self.config.num_experts, self.config.num_experts_per_tok)
         log.warning("%s", self.layout())
+        mlp = self.model.layers[self.model.start_layer].mlp
+        log.warning("%s: %s, %d bytes per layer on this rank", EXPERTS_MARK, mlp.describe(),
+                    mlp.expert_bytes())
 
     def layout(self) -> str:
         """This rank's share of the model, logged once per rank (tests read it back)."""

@@ -53,7 +53,8 @@ class Qwen3_5ForCausalLMMTP(nn.Module):
         super().__init__()
         text = getattr(config, "text_config", config)
         if quant_config is not None:
-            raise NotImplementedError("rio-sglang serves the BF16 checkpoint: no quantization yet")
+            raise NotImplementedError("rio-sglang's MTP head serves bf16 only: serve an FP8 "
+                                      "checkpoint or --quantization fp8 without NEXTN")
         if getattr(text, "num_experts", None) is None:
             raise NotImplementedError(
                 "rio-sglang's MTP head is Qwen3.5-MoE's; serve a dense Qwen3.5 draft without "

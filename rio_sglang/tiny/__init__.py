@@ -1,6 +1,7 @@
 """Tiny generated checkpoints of the real Qwen3.5-MoE architecture, for tests and the CPU server.
 
-`python -m rio_sglang.tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout fused]`.
+`python -m rio_sglang.tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout fused]
+[--fp8 block|channel]`.
 """
 
 from .presets import PRESETS, TinyPreset

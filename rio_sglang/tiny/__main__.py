@@ -1,11 +1,12 @@
 """CLI: `python -m rio_sglang.tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout L]
-[--mtp] [--config-only]` (the rio-slice presets are always config-only: serve them with
-`--load-format dummy`)."""
+[--mtp] [--fp8 block|channel [--fp8-linears]] [--config-only]` (the rio-slice presets, and
+their -fp8 twins, are always config-only: serve them with `--load-format dummy`)."""
 
 import argparse
 import logging
 
 from . import EXPERT_LAYOUTS, PRESETS, write_tiny_checkpoint
+from .fp8 import FP8_KINDS
 from .writer import write_config_only
 
 
@@ -17,6 +18,11 @@ def main(argv=None) -> None:
     ap.add_argument("--expert-layout", default="per-expert", choices=EXPERT_LAYOUTS)
     ap.add_argument("--mtp", action="store_true",
                     help="add a random multi-token-prediction head (mtp.*) for NEXTN")
+    ap.add_argument("--fp8", choices=FP8_KINDS, default=None,
+                    help="FP8 experts: Qwen's block scales or compressed-tensors channel scales")
+    ap.add_argument("--fp8-linears", action="store_true",
+                    help="with --fp8: attention, GDN and shared-expert projections in FP8 too "
+                         "(SGLang's FP8 linear methods: a GPU)")
     ap.add_argument("--config-only", action="store_true",
                     help="config, tokenizer and processor without weights")
     args = ap.parse_args(argv)
@@ -25,7 +31,7 @@ def main(argv=None) -> None:
         write_config_only(args.out_dir, args.preset)
     else:
         write_tiny_checkpoint(args.out_dir, args.preset, args.seed, args.expert_layout,
-                              mtp=args.mtp)
+                              mtp=args.mtp, fp8=args.fp8, fp8_linears=args.fp8_linears)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,11 @@ class TinyPreset:
     # Real-width slices are written without weights (config, tokenizer, processor) and served
     # with SGLang's `--load-format dummy`: rio-slice-4 alone would be ~56 GB of bf16 weights.
     config_only: bool = False
+    # FP8 (`python -m rio_sglang.tiny --fp8 block|channel`): block scales per fp8_block, which
+    # must tile the expert I (and I / TP under tensor parallelism): Qwen's 128 x 128 at real
+    # widths, 16 x 16 at tiny ones. `fp8` set: a config-only FP8 twin (Qwen's block layout).
+    fp8_block: tuple[int, int] = (16, 16)
+    fp8: str | None = None
 
 
 PRESETS: dict[str, TinyPreset] = {
@@ -48,11 +53,14 @@ PRESETS: dict[str, TinyPreset] = {
                    attn_heads=2, kv_heads=1, lin_k_heads=1, lin_v_heads=2),
         # Rio's real widths with few layers, for bench/serve_bench.py on one GPU: 4 layers
         # (3 Gated DeltaNet + 1 full attention) fit an H100 in bf16, 8 layers an H200.
-        *(TinyPreset(f"rio-slice-{n}", layers=n, hidden=4096, experts=512, topk=10,
+        # `-fp8`: their FP8 twins in Qwen's block layout (every linear but the router, gates
+        # and output head in e4m3, 128 x 128 scales), for benchmarks beside bf16.
+        *(TinyPreset(f"rio-slice-{n}{suffix}", layers=n, hidden=4096, experts=512, topk=10,
                      expert_inter=1024, shared_inter=1024, vocab=248_320, attn_heads=32,
                      kv_heads=2, head_dim=256, mrope_section=(11, 11, 10), lin_k_heads=16,
-                     lin_v_heads=64, lin_head_dim=128, init_std=0.02, config_only=True)
-          for n in (4, 8)),
+                     lin_v_heads=64, lin_head_dim=128, init_std=0.02, config_only=True,
+                     fp8_block=(128, 128), fp8=fp8_kind)
+          for n in (4, 8) for suffix, fp8_kind in (("", None), ("-fp8", "block"))),
     )
 }
 

@@ -10,6 +10,7 @@ import logging
 import re
 from pathlib import Path
 
+from . import fp8 as _fp8
 from .presets import PRESETS, TinyPreset, build_config
 from .tokenizer import special_ids, train_tokenizer
 
@@ -97,9 +98,12 @@ def mtp_tensors(text_config, init_std: float) -> dict:
 
 def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int = 0,
                           expert_layout: str = "per-expert", dtype: str = "bfloat16",
-                          mtp: bool = False) -> Path:
+                          mtp: bool = False, fp8: str | None = None,
+                          fp8_linears: bool = False) -> Path:
     """Generate a randomly initialised checkpoint of the real architecture into `out_dir`;
-    `mtp=True` adds a random MTP head (`mtp.*`, for NEXTN speculative decoding)."""
+    `mtp=True` adds a random MTP head (`mtp.*`, for NEXTN speculative decoding); `fp8`
+    "block" / "channel" writes the FP8 variant (tiny/fp8.py: experts, and with `fp8_linears`
+    the other projections) from the same bf16 weights."""
     import torch
     from transformers import Qwen3_5MoeForConditionalGeneration
 
@@ -107,6 +111,9 @@ def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int 
     if p.config_only:
         raise ValueError(f"preset {p.name} is config-only (real widths): write it with "
                          "write_config_only and serve it with --load-format dummy")
+    if fp8 is not None and expert_layout != "per-expert":
+        raise ValueError("FP8 checkpoints keep per-expert tensors (as released): "
+                         "--expert-layout per-expert")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(p.vocab)
@@ -125,12 +132,18 @@ def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int 
         if mtp:
             state.update(mtp_tensors(config.text_config, p.init_std))
     state = {k: v.to(getattr(torch, dtype)) for k, v in state.items()}
-    write_shards(checkpoint_tensors(state, expert_layout), out)
+    tensors = checkpoint_tensors(state, expert_layout)
     made_by = {"preset": p.name, "seed": seed, "expert_layout": expert_layout,
                "generator": GENERATOR_VERSION}
+    quant = None
+    if fp8 is not None:
+        tensors = _fp8.quantize_tensors(tensors, fp8, p.fp8_block, fp8_linears)
+        quant = _fp8.quantization_config(fp8, p.fp8_block, fp8_linears)
+        made_by["fp8"] = fp8 + (" (linears too)" if fp8_linears else " (experts)")
+    write_shards(tensors, out)
     if mtp:
         made_by["mtp"] = True
-    _write_metadata(out, config, tokenizer, ids, dtype, made_by)
+    _write_metadata(out, config, tokenizer, ids, dtype, made_by, quant)
     log.info("wrote %s checkpoint (seed %d, %d experts, %s layout) to %s",
              p.name, seed, p.experts, expert_layout, out)
     return out
@@ -145,17 +158,22 @@ def write_config_only(out_dir, preset: str | TinyPreset, dtype: str = "bfloat16"
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(p.vocab)
     ids = special_ids(tokenizer)
+    quant = None if p.fp8 is None else _fp8.quantization_config(p.fp8, p.fp8_block, True)
     _write_metadata(out, build_config(p, ids), tokenizer, ids, dtype, {
-        "preset": p.name, "weights": "none (--load-format dummy)", "generator": GENERATOR_VERSION})
+        "preset": p.name, "weights": "none (--load-format dummy)", "generator": GENERATOR_VERSION},
+        quant)
     log.info("wrote %s config, tokenizer and processor (no weights) to %s", p.name, out)
     return out
 
 
-def _write_metadata(out: Path, config, tokenizer, ids: dict, dtype: str, made_by: dict) -> None:
+def _write_metadata(out: Path, config, tokenizer, ids: dict, dtype: str, made_by: dict,
+                    quant: dict | None = None) -> None:
     from transformers import GenerationConfig
 
     cfg = config.to_dict()
     cfg["dtype"] = dtype
+    if quant is not None:
+        cfg["quantization_config"] = quant
     # SGLang derives layer types from this key (transformers consumes it and drops it).
     cfg["text_config"]["full_attention_interval"] = 4
     if made_by.get("mtp"):

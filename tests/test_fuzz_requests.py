@@ -11,6 +11,7 @@ costs next to no generation.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import psutil
 import pytest
 import requests
+from PIL import Image
 
 from rio_sglang.reasoning.spec import INT_BOUNDS, SPEC_KEY
 
@@ -99,7 +101,9 @@ OPENAI_SAMPLING = [  # (label, OpenAI fields refused before the scheduler)
     ("top_p=2", {"top_p": 2}), ("top_k=2^31", {"top_k": 2**31}), ("min_tokens=2^31", {
         "min_tokens": 2**31}), ("stop_ids=V", {"stop_token_ids": [V], "min_tokens": 1}),
     ("logprobs=10^6", {"logprobs": 10**6}), ("logit_bias", {"logit_bias": {"1": "x"}}),
-    ("response_format=str", {"response_format": "json"}),
+    ("response_format=str", {"response_format": "json"}), ("regex=(", {"regex": "("}),
+    ("bad json schema", {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "bogus"}}}}),
 ]
 TOP = [  # (label, top-level /generate fields refused before the scheduler)
     ("top_logprobs=10^6", {"return_logprob": True, "top_logprobs_num": 10**6}),
@@ -116,6 +120,15 @@ INPUT_IDS = [  # (label, prompt ids)
     ("huge valid", [7] * (3 * CONTEXT)), ("huge bad", [V] * 20000),
 ]
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(64))).decode()  # a broken PNG
+
+
+def valid_png() -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+
 IMAGES = [
     ("not base64", "data:image/png;base64,!!!!"), ("broken png", f"data:image/png;base64,{PNG}"),
     ("text bytes", "data:image/png;base64," + base64.b64encode(b"hello").decode()),
@@ -170,7 +183,7 @@ def bad_requests(rng: random.Random) -> list[Bad]:
                 for label, sp in SAMPLING]
         out += [Bad(f"openai {label}", path, dumps(openai_body(path, **fields, stream=stream)),
                     stream) for label, fields in OPENAI_SAMPLING for path in (COMPLETIONS, CHAT)
-                if path == CHAT or label != "response_format=str"]
+                if path == CHAT or label not in ("response_format=str", "bad json schema")]
         out += [Bad(f"top {label}", GENERATE, dumps({**generate_body(stream=stream), **fields}),
                     stream) for label, fields in TOP]
         for label, ids in INPUT_IDS:
@@ -180,6 +193,9 @@ def bad_requests(rng: random.Random) -> list[Bad]:
                            dumps(openai_body(COMPLETIONS, prompt=ids, stream=stream)), stream))
         out += [Bad(f"image {label}", path, dumps(body), stream)
                 for label, url in IMAGES for path, body in image_bodies(url, stream)]
+        out += [Bad(f"image with ids {ids}", GENERATE, dumps({
+            **generate_body(stream=stream), "input_ids": ids, "image_data": valid_png()}), stream)
+            for ids in ([V, 20], [20, 10**12], [-1])]
         out += [Bad("bad role", CHAT, dumps(openai_body(
             CHAT, messages=[{"role": "wizard", "content": "hi"}], stream=stream)), stream)]
     out += [Bad(f"raw {label}", path, body, False)
@@ -215,6 +231,16 @@ def test_the_reported_killers_are_400_naming_the_field(server):
         r = requests.post(server.url + GENERATE, json=body, timeout=120)
         assert r.status_code == 400 and all(n in r.text for n in names), (r.status_code, r.text)
     assert requests.post(server.url + GENERATE, json=generate_body(), timeout=300).ok
+
+
+@pytest.mark.parametrize("path", [GENERATE, CHAT])
+def test_a_good_stream_still_streams(server, path):
+    """Streams start before their status now: a valid one still gets 200, its chunks, [DONE]."""
+    body = generate_body(stream=True) if path == GENERATE else openai_body(path, stream=True)
+    r = requests.post(server.url + path, json=body, timeout=300)
+    events = [line for line in r.text.splitlines() if line.startswith("data: ")]
+    assert r.status_code == 200 and events[-1] == "data: [DONE]", (r.status_code, r.text[:300])
+    assert len(events) >= 3 and '"error"' not in r.text, r.text[:300]
 
 
 def test_bad_requests_are_4xx_and_the_server_lives_on(server):

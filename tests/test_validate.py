@@ -79,6 +79,8 @@ def test_spec_bound_is_named_with_the_value():
 def test_patched_sglang_targets_are_where_we_patch_them():
     from sglang.srt.entrypoints import http_server
     from sglang.srt.entrypoints.openai import protocol
+    from sglang.srt.entrypoints.openai.serving_chat import OpenAIServingChat
+    from sglang.srt.entrypoints.openai.serving_completions import OpenAIServingCompletion
     from sglang.srt.managers.io_struct import GenerateReqInput
     from sglang.srt.managers.tokenizer_manager import TokenizerManager
 
@@ -86,12 +88,20 @@ def test_patched_sglang_targets_are_where_we_patch_them():
         return list(inspect.signature(inspect.unwrap(fn)).parameters)
 
     assert params(TokenizerManager._validate_one_request) == ["self", "obj", "input_ids"]
+    assert params(TokenizerManager._tokenize_one_request) == ["self", "obj"]
     assert params(http_server.serve_generate_request) == ["obj", "request"]
     assert params(GenerateReqInput.normalize_batch_and_arguments) == ["self"]
     for name in ("generate_request", "create_abort_task"):
         assert callable(getattr(TokenizerManager, name)), name
     for name in ("_create_error_response", "dumps_json", "_global_state"):
         assert hasattr(http_server, name), name
+    for cls, name in ((OpenAIServingChat, "_generate_chat_stream"),
+                      (OpenAIServingCompletion, "_generate_completion_stream")):
+        assert inspect.isasyncgenfunction(getattr(cls, name)), name
+        # SGLang starts the stream before HTTP 200 and answers its ValueError with a 400
+        assert "__anext__" in inspect.getsource(cls._handle_streaming_request), cls
+    chunk = "data: " + OpenAIServingChat.create_streaming_error_response(None, "bad")
+    assert validate._chunk_refusal(chunk + "\n\n") == "bad"
     validators = protocol.ChatCompletionRequest.__pydantic_decorators__.model_validators
     assert "set_json_schema" in validators  # the one that failed on a non-object body
 

@@ -2,7 +2,8 @@
 fail inside the scheduler, where one exception takes the whole server down.
 
 1. `TokenizerManager._validate_one_request` (every /generate, OpenAI and multimodal request,
-   single or batched, once its prompt is tokenized): prompt ids and `stop_token_ids` are integers
+   single or batched, once its prompt is tokenized; a client's ids also before a multimodal
+   processor reads them, in `_tokenize_one_request`): prompt ids and `stop_token_ids` are integers
    in [0, V), at most V top logprobs, `top_k` and `min_new_tokens` fit the scheduler's int32
    tensors, `logit_bias` values are finite, and a reasoning spec's step counts are at most the
    context length. SGLang 0.5.23 checks none of these (each one killed its scheduler).
@@ -10,14 +11,17 @@ fail inside the scheduler, where one exception takes the whole server down.
    length, or a single request with a list of rids, is a 400 (it was a 500).
 2. OpenAI request models: a "before" validator that trips over a malformed body (a JSON array,
    a string `response_format`) raises a ValueError, which FastAPI answers 400, not 500.
-3. `http_server.serve_generate_request`: a streaming /generate request is started before its
-   HTTP status goes out, so a refused one (by validation, or by an abort as a bad request in its
-   first output) is a 400 like SGLang's OpenAI streams, not a 200 stream carrying the error.
+3. Streams: a streaming /generate request is started before its HTTP status goes out
+   (`http_server.serve_generate_request`), so a refused one (by validation, or by an abort as a
+   bad request in its first output, such as a grammar that does not compile) is a 400 like
+   SGLang's OpenAI streams; OpenAI streams whose first chunk is such an abort raise, so that
+   SGLang's own kick-start answers 400 too. Not a 200 stream carrying the error.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing
 import sys
 
@@ -102,6 +106,15 @@ def _patch_tokenizer_manager() -> None:
         check_spec_lengths(obj.sampling_params, vocab_size, self.context_len)
 
     TokenizerManager._validate_one_request = validate_one_request
+    tokenize = TokenizerManager._tokenize_one_request
+
+    @functools.wraps(tokenize)
+    async def tokenize_one_request(self, obj):
+        if isinstance(getattr(obj, "input_ids", None), list):  # before a multimodal processor
+            check_input_ids(obj.input_ids, self.model_config.vocab_size)
+        return await tokenize(self, obj)
+
+    TokenizerManager._tokenize_one_request = tokenize_one_request
 
 
 def _patch_batch_shape() -> None:
@@ -189,6 +202,42 @@ def _patch_generate_stream() -> None:
     http_server.serve_generate_request = serve_generate_request
 
 
+def _patch_openai_streams() -> None:
+    """A stream whose first chunk is a bad-request error raises instead, so that SGLang's
+    kick-start (`_handle_streaming_request`) answers 400 before HTTP 200 goes out."""
+    from sglang.srt.entrypoints.openai.serving_chat import OpenAIServingChat
+    from sglang.srt.entrypoints.openai.serving_completions import OpenAIServingCompletion
+
+    for cls, name in ((OpenAIServingChat, "_generate_chat_stream"),
+                      (OpenAIServingCompletion, "_generate_completion_stream")):
+        original = getattr(cls, name)
+
+        @functools.wraps(original)
+        async def stream(self, *args, _original=original, **kwargs):
+            chunks = _original(self, *args, **kwargs)
+            async for chunk in chunks:
+                refused = _chunk_refusal(chunk)
+                if refused is not None:
+                    raise ValueError(refused)
+                yield chunk
+                break
+            async for chunk in chunks:
+                yield chunk
+
+        setattr(cls, name, stream)
+
+
+def _chunk_refusal(chunk) -> str | None:
+    """The message of an OpenAI stream chunk `data: {"error": {..., "code": 400}}`, or None."""
+    if not isinstance(chunk, str) or not chunk.startswith('data: {"error"'):
+        return None
+    try:
+        error = json.loads(chunk[len("data: "):])["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return str(error.get("message")) if error.get("code") == 400 else None
+
+
 def _refusal(out) -> str | None:
     """The message of a first output that aborts its request as a bad request (HTTP 400)."""
     reason = out.get("meta_info", {}).get("finish_reason") if isinstance(out, dict) else None
@@ -211,3 +260,4 @@ def install() -> None:
     if multiprocessing.parent_process() is None or HTTP_MODULE in sys.modules:
         _patch_openai_models()
         _patch_generate_stream()
+        _patch_openai_streams()

@@ -95,12 +95,14 @@ SAMPLING = [  # (label, sampling params refused before the scheduler)
     ("logit_bias id", {"logit_bias": {str(V): 1}}), ("logit_bias value", {"logit_bias": {"1": "x"}}),
     ("regex=(", {"regex": "("}), ("json_schema", {"json_schema": "{not json"}),
     ("unknown", {"surprise": 1}), ("seed=2^70", {"sampling_seed": 2**70}),
+    ("n=10^9", {"n": 10**9}),
 ]
 OPENAI_SAMPLING = [  # (label, OpenAI fields refused before the scheduler)
     ("max_tokens=-1", {"max_tokens": -1}), ("temperature=-1", {"temperature": -1}),
     ("top_p=2", {"top_p": 2}), ("top_k=2^31", {"top_k": 2**31}), ("min_tokens=2^31", {
         "min_tokens": 2**31}), ("stop_ids=V", {"stop_token_ids": [V], "min_tokens": 1}),
     ("logprobs=10^6", {"logprobs": 10**6}), ("logit_bias", {"logit_bias": {"1": "x"}}),
+    ("n=10^9", {"n": 10**9}),
     ("response_format=str", {"response_format": "json"}), ("regex=(", {"regex": "("}),
     ("bad json schema", {"response_format": {"type": "json_schema", "json_schema": {
         "name": "x", "schema": {"type": "bogus"}}}}),

@@ -71,6 +71,16 @@ def test_top_logprobs(value, ok):
             validate.check_top_logprobs(value, V)
 
 
+@pytest.mark.parametrize("params,ok", [({"n": 128}, True), ([{"n": 2}, {}], True), ("x", True),
+                                       ({"n": 129}, False), ([{}, {"n": 10**9}], False)])
+def test_samples_per_prompt(params, ok):
+    if ok:
+        validate.check_samples_per_prompt(params)
+    else:
+        with pytest.raises(ValueError, match="n: .* is above 128"):
+            validate.check_samples_per_prompt(params)
+
+
 def test_spec_bound_is_named_with_the_value():
     with pytest.raises(ValueError, match=rf"{SPEC_KEY}\.window: must lie in \[1, {MAX_STEPS}\]"):
         validate.check_spec_lengths({"custom_params": {SPEC_KEY: {"window": 2**40}}}, V, CONTEXT)

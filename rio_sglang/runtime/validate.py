@@ -7,8 +7,9 @@ fail inside the scheduler, where one exception takes the whole server down.
    in [0, V), at most V top logprobs, `top_k` and `min_new_tokens` fit the scheduler's int32
    tensors, `logit_bias` values are finite, and a reasoning spec's step counts are at most the
    context length. SGLang 0.5.23 checks none of these (each one killed its scheduler).
-   `GenerateReqInput.normalize_batch_and_arguments`: a batch whose per-request lists disagree in
-   length, or a single request with a list of rids, is a 400 (it was a 500).
+   `GenerateReqInput.normalize_batch_and_arguments`: at most 128 samples per prompt (`n`), and
+   a batch whose lists disagree in length, or one request with a list of rids, is a 400 (the
+   first stalled the server, the others were 500s).
 2. OpenAI request models: a "before" validator that trips over a malformed body (a JSON array,
    a string `response_format`) raises a ValueError, which FastAPI answers 400, not 500.
 3. Streams: a streaming /generate request is started before its HTTP status goes out
@@ -29,6 +30,7 @@ from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpecError, _is_int, _is
 from rio_sglang.runtime import requests as rq
 
 HTTP_MODULE = "sglang.srt.entrypoints.http_server"
+MAX_SAMPLES = 128  # `n`, as OpenAI's API
 TOP_K_ALL = 1 << 30  # SGLang's "whole vocabulary" top_k; the sampler holds top_k in int32
 
 
@@ -79,6 +81,15 @@ def check_sampling(sampling_params, vocab_size: int, context_len: int) -> None:
             raise ValueError(f"logit_bias: {show(value)} is not a finite number")
 
 
+def check_samples_per_prompt(sampling_params) -> None:
+    """`n` copies of a request are made on the HTTP server's event loop, before anything else:
+    a huge `n` stalls every request (10^6 took minutes)."""
+    for params in sampling_params if isinstance(sampling_params, list) else [sampling_params]:
+        n = params.get("n") if isinstance(params, dict) else None
+        if _is_number(n) and n > MAX_SAMPLES:
+            raise ValueError(f"n: {show(n)} is above {MAX_SAMPLES} samples per prompt")
+
+
 def check_spec_lengths(sampling_params, vocab_size: int, context_len: int) -> None:
     """A reasoning spec's window and budgets fit the context (its type errors are left to
     `SamplingParams.verify`, which names them)."""
@@ -124,6 +135,7 @@ def _patch_batch_shape() -> None:
 
     @functools.wraps(original)
     def normalize_batch_and_arguments(self):
+        check_samples_per_prompt(self.sampling_params)
         original(self)
         if self.is_single:
             if isinstance(self.rid, (list, dict)):  # the request table is keyed by it

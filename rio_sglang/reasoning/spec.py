@@ -14,6 +14,20 @@ from typing import Any
 # Wire key of the spec inside SGLang's `sampling_params.custom_params`.
 SPEC_KEY = "rio_reasoning"
 MODES = ("explicit", "latent", "switch")
+# Inclusive bounds of the integer fields. Step counts stay far inside the device state's int32
+# (sums, `2 * max_switches`) and exact in fp32 (2^24); `validate` also holds the step counts
+# to the model's context length where the server knows it.
+MAX_STEPS = 1 << 24
+MAX_SWITCHES = 1 << 20
+INT_BOUNDS = {
+    "window": (1, MAX_STEPS),
+    "termination_budget": (1, MAX_STEPS),
+    "max_switches": (1, MAX_SWITCHES),
+    "thinking_budget": (1, MAX_STEPS),
+    "cold_stop_steps": (1, MAX_STEPS),
+    "soft_topk": (1, MAX_STEPS),
+}
+STEP_FIELDS = ("window", "termination_budget", "thinking_budget", "cold_stop_steps")
 
 
 class ReasoningSpecError(ValueError):
@@ -30,6 +44,15 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def show(value: Any, limit: int = 48) -> str:
+    """A request value for an error message, short whatever the client sent."""
+    if _is_int(value) and value.bit_length() > 128:  # repr of a huge int is slow or refused
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value) if not isinstance(value, (list, dict)) or len(value) < 16 else (
+        f"a {type(value).__name__} of {len(value)} items")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -54,20 +77,16 @@ class ReasoningSpec:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ReasoningSpecError("mode", f"must be one of {MODES}, got {self.mode!r}")
+            raise ReasoningSpecError("mode", f"must be one of {MODES}, got {show(self.mode)}")
         for name in ("alpha0", "beta0"):
             value = getattr(self, name)
             if not _is_number(value):
-                raise ReasoningSpecError(name, f"must be a number, got {value!r}")
+                raise ReasoningSpecError(name, f"must be a number, got {show(value)}")
             if not 0.0 <= value <= 1.0:
-                raise ReasoningSpecError(name, f"must lie in [0, 1], got {value!r}")
+                raise ReasoningSpecError(name, f"must lie in [0, 1], got {show(value)}")
             object.__setattr__(self, name, float(value))
-        _check_int(self, "window", low=1)
-        _check_int(self, "termination_budget", low=1)
-        _check_int(self, "max_switches", low=1, optional=True)
-        _check_int(self, "thinking_budget", low=1, optional=True)
-        _check_int(self, "cold_stop_steps", low=1, optional=True)
-        _check_int(self, "soft_topk", low=1, optional=True)
+        for name, (low, high) in INT_BOUNDS.items():
+            _check_int(self, name, low, high)
         if not isinstance(self.math_tokens_explicit, bool):
             raise ReasoningSpecError("math_tokens_explicit", "must be a boolean")
         threshold = self.cold_stop_threshold
@@ -89,10 +108,16 @@ class ReasoningSpec:
         if self.thinking_budget is not None and self.mode == "explicit":
             raise ReasoningSpecError("thinking_budget", "applies to modes 'latent' and 'switch'")
 
-    def validate(self, vocab_size: int) -> ReasoningSpec:
-        """Checks what depends on the model (the soft-mixture k against V); returns self."""
+    def validate(self, vocab_size: int, context_len: int | None = None) -> ReasoningSpec:
+        """Checks what depends on the model (the soft-mixture k against V, step counts against
+        the context length when given); returns self."""
         if self.soft_topk is not None and self.soft_topk > vocab_size:
             raise ReasoningSpecError("soft_topk", f"must be <= vocab size {vocab_size}")
+        for name in STEP_FIELDS if context_len is not None else ():
+            value = getattr(self, name)
+            if value is not None and value > context_len:
+                raise ReasoningSpecError(
+                    name, f"must be <= the context length {context_len}, got {value}")
         return self
 
     @classmethod
@@ -103,21 +128,21 @@ class ReasoningSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(str(key) for key in data if key not in known)
         if unknown:
-            raise ReasoningSpecError(unknown[0], f"unknown key (known: {sorted(known)})")
+            raise ReasoningSpecError(unknown[0][:64], f"unknown key (known: {sorted(known)})")
         return cls(**data)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _check_int(spec: ReasoningSpec, name: str, low: int, optional: bool = False) -> None:
+def _check_int(spec: ReasoningSpec, name: str, low: int, high: int) -> None:
     value = getattr(spec, name)
-    if value is None and optional:
+    if value is None and spec.__dataclass_fields__[name].default is None:  # optional
         return
     if not _is_int(value):
-        raise ReasoningSpecError(name, f"must be an integer, got {value!r}")
-    if value < low:
-        raise ReasoningSpecError(name, f"must be >= {low}, got {value}")
+        raise ReasoningSpecError(name, f"must be an integer, got {show(value)}")
+    if not low <= value <= high:
+        raise ReasoningSpecError(name, f"must lie in [{low}, {high}], got {show(value)}")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from collections import OrderedDict
 
 from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpecError
 from rio_sglang.runtime import requests as rq
+from rio_sglang.runtime import validate
 
 log = logging.getLogger(__name__)
 STATS_KEY = "rio_reasoning"
@@ -265,4 +266,5 @@ def install() -> None:
     _patch_meta_info()
     _patch_openai()
     _patch_radix_cache()
+    validate.install()
     log.info("rio-sglang reasoning hooks installed")

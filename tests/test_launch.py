@@ -348,7 +348,8 @@ def assert_default_applies(url: str) -> None:
 
 # launcher (how it gets the default), default spec, what it must say; each stops before any work
 BAD_DEFAULTS = [
-    ("--reasoning-default", '{"mode": "switch", "window": 0}', "window: must be >= 1"),
+    ("--reasoning-default", '{"mode": "switch", "window": 0}',
+     "window: must lie in [1, 16777216], got 0"),
     ("RIO_REASONING_DEFAULT", '{"mode": "latent", "max_switches": 2}',
      "max_switches: applies to mode 'switch'"),
     ("RIO_REASONING_DEFAULT", '{"mode": "swtich"}', "mode: must be one of"),

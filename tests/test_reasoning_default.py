@@ -64,7 +64,7 @@ def test_bad_request_spec_still_names_its_field(server_default):
 
 # default text, server arguments, what the refusal says
 REFUSED = [
-    ('{"mode": "switch", "window": 0}', (), "RIO_REASONING_DEFAULT.window: must be >= 1"),
+    ('{"mode": "switch", "window": 0}', (), "RIO_REASONING_DEFAULT.window: must lie in [1, 16777216], got 0"),
     ('{"mode": "switch", "bogus": 1}', (), "RIO_REASONING_DEFAULT.bogus: unknown key"),
     ('["switch"]', (), "RIO_REASONING_DEFAULT: must be a JSON object"),
     ("{mode: switch}", (), "RIO_REASONING_DEFAULT: not JSON"),

@@ -33,7 +33,7 @@ def parse_default(text: str | None, source: str = ENV_NAME) -> ReasoningSpec | N
     try:
         return ReasoningSpec.from_json(data)
     except ReasoningSpecError as e:
-        # str(e) starts with the field: "window: must be >= 1, got 0"
+        # str(e) starts with the field: "window: must lie in [1, 16777216], got 0"
         raise DefaultSpecError(f"{source}.{e}") from None
 
 

@@ -43,7 +43,7 @@ def _patch_verify() -> None:
             if spec is not None:
                 spec.validate(vocab_size)
         except ReasoningSpecError as e:
-            # str(e) starts with the field: "window: must be >= 1, got -1"
+            # str(e) starts with the field: "window: must lie in [1, 16777216], got -1"
             raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
         if rq.uses_latent(spec) and _speculative_algorithm():
             raise ValueError(

@@ -59,9 +59,9 @@ def hf_greedy_image(path, question: str, n: int) -> list[int]:
 IMAGE_QUESTION = "Describe the image."
 
 
-def server_greedy_image(url: str, n: int) -> list[int]:
-    """The server's greedy token ids for `sample_image` + IMAGE_QUESTION over the OpenAI chat
-    API: what `hf_greedy_image(path, IMAGE_QUESTION, n)` must equal."""
+def server_greedy_image(url: str, n: int, question: str = IMAGE_QUESTION) -> list[int]:
+    """The server's greedy token ids for `sample_image` + `question` over the OpenAI chat
+    API: what `hf_greedy_image(path, question, n)` must equal."""
     import requests
 
     _, data_url = sample_image()
@@ -69,7 +69,7 @@ def server_greedy_image(url: str, n: int) -> list[int]:
             "return_output_ids_in_sglext": True, "separate_reasoning": False,
             "messages": [{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": data_url}},
-                {"type": "text", "text": IMAGE_QUESTION}]}]}
+                {"type": "text", "text": question}]}]}
     r = requests.post(url + "/v1/chat/completions", json=body, timeout=900)
     assert r.status_code == 200, r.text[:500]
     (ids,) = r.json()["sglext"]["output_ids"]  # one list per choice

@@ -1,0 +1,176 @@
+"""Small-T (decode) path of `kernel.fused_moe`: two launches, no align, no combine launch.
+
+1. `_gate_up_gemv_kernel`, grid (T * topk, I / BLOCK_N): each program reads its pair's expert id
+   (through the EP map), streams BLOCK_N gate rows and the matching up rows of that expert, and
+   writes silu(gate) * up for them into an fp32 [T * topk, I] scratch.
+2. `_down_combine_kernel`, grid (T, H / BLOCK_N): each program loops over its token's top-k
+   slots, streams BLOCK_N rows of each local expert's W2, and sums w[t, k] * W2[e] @ h in fp32
+   registers before one store of out[t].
+
+Both are GEMVs (tl.sum over a [BLOCK_N, BLOCK_K] weight tile, no tensor cores: a pair is one row),
+sized so that even T=1 at I=128 gives ~1,000 programs and every SM streams weights.
+FP8 weights: e4m3 tiles are converted in registers, scales as in scales.py (w8a16).
+
+Bound (`SMALL_T_MAX_PAIRS`): a pair's program reads its expert's slice even when another pair
+of the same step routes to the same expert, so the weight bytes are P / E_hit(P) times the
+minimum (P = T * topk pairs, E_hit = E * (1 - (1 - 1/E)^P) experts hit under uniform routing).
+At E=512: 1.06 at P=64, 1.13 at P=128, 1.28 at P=256. Below P=128 that excess (at most 13%)
+costs less than what the grouped path pays on top of its bytes: an align launch (~12 us on an
+H100 at T=1), a combine launch, a [P, H] scratch round trip and 16-row tiles that are mostly
+padding. Above it the grouped path's one read per expert wins. The crossover is measured by
+bench_fused_moe (both paths forced at T=8..64).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import align as _align
+from .scales import Scales, fit_block_n, k_scales, n_scales
+
+SMALL_T_MAX_PAIRS = 128  # T * topk at or below this takes the small-T path (see above)
+TARGET_PROGRAMS = 1024  # enough programs per launch for 132 SMs to stream weights
+TILE_ELEMS = 4096  # BLOCK_N * BLOCK_K weight elements per load, per matrix
+
+
+@triton.jit
+def local_expert(topk_ids_ptr, expert_map_ptr, p, E, E_GLOBAL, HAS_MAP: tl.constexpr):
+    """Local expert of pair p, or -1 when the id is negative, out of range, or not local."""
+    e = tl.load(topk_ids_ptr + p).to(tl.int32)
+    if HAS_MAP:
+        e = tl.load(expert_map_ptr + e, mask=(e >= 0) & (e < E_GLOBAL), other=-1).to(tl.int32)
+    return tl.where((e >= 0) & (e < E), e, -1)
+
+
+@triton.jit
+def _gate_up_gemv_kernel(
+    x_ptr, w_ptr, inter_ptr, topk_ids_ptr, expert_map_ptr,
+    s_ptr, stride_se, stride_sn, stride_sk, GROUP_N, GROUP_K,
+    H, I, E, E_GLOBAL, TOPK,
+    stride_xt, stride_xh, stride_we, stride_wn, stride_wk, stride_ip, stride_ii,
+    HAS_MAP: tl.constexpr, CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    p = tl.program_id(0)
+    n0 = tl.program_id(1) * BLOCK_N
+    e = local_expert(topk_ids_ptr, expert_map_ptr, p, E, E_GLOBAL, HAS_MAP)
+    if e < 0:
+        return
+    t = (p // TOPK).to(tl.int64)
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < I
+    offs_k = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + t * stride_xt + offs_k * stride_xh
+    wg_ptrs = (w_ptr + e.to(tl.int64) * stride_we
+               + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :] * stride_wk)
+    wu_ptrs = wg_ptrs + I * stride_wn
+    acc_g = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_u = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k_ok = offs_k < H - k0
+        xg = tl.load(x_ptrs, mask=k_ok, other=0.0).to(tl.float32)
+        xu = xg
+        if BLOCK_SCALE:
+            xg *= k_scales(s_ptr, e, n0 // GROUP_N, k0 + offs_k, k_ok,
+                           stride_se, stride_sn, stride_sk, GROUP_K)
+            xu *= k_scales(s_ptr, e, (I + n0) // GROUP_N, k0 + offs_k, k_ok,
+                           stride_se, stride_sn, stride_sk, GROUP_K)
+        w_ok = n_ok[:, None] & k_ok[None, :]
+        wg = tl.load(wg_ptrs, mask=w_ok, other=0.0).to(tl.float32)
+        wu = tl.load(wu_ptrs, mask=w_ok, other=0.0).to(tl.float32)
+        acc_g += tl.sum(wg * xg[None, :], 1)
+        acc_u += tl.sum(wu * xu[None, :], 1)
+        x_ptrs += BLOCK_K * stride_xh
+        wg_ptrs += BLOCK_K * stride_wk
+        wu_ptrs += BLOCK_K * stride_wk
+    if CHANNEL_SCALE:
+        acc_g *= n_scales(s_ptr, e, offs_n, n_ok, stride_se, stride_sn)
+        acc_u *= n_scales(s_ptr, e, I + offs_n, n_ok, stride_se, stride_sn)
+    h = acc_g * tl.sigmoid(acc_g) * acc_u
+    tl.store(inter_ptr + p.to(tl.int64) * stride_ip + offs_n * stride_ii, h, mask=n_ok)
+
+
+@triton.jit
+def _down_combine_kernel(
+    inter_ptr, w_ptr, weights_ptr, out_ptr, topk_ids_ptr, expert_map_ptr,
+    s_ptr, stride_se, stride_sn, stride_sk, GROUP_N, GROUP_K,
+    H, I, E, E_GLOBAL, TOPK,
+    stride_ip, stride_ii, stride_we, stride_wn, stride_wk, stride_ot, stride_oh,
+    HAS_MAP: tl.constexpr, CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    t = tl.program_id(0)
+    n0 = tl.program_id(1) * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < H
+    offs_k = tl.arange(0, BLOCK_K)
+    total = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for k in range(TOPK):
+        p = t * TOPK + k
+        e = local_expert(topk_ids_ptr, expert_map_ptr, p, E, E_GLOBAL, HAS_MAP)
+        if e >= 0:
+            h_ptrs = inter_ptr + p.to(tl.int64) * stride_ip + offs_k * stride_ii
+            w_ptrs = (w_ptr + e.to(tl.int64) * stride_we
+                      + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :] * stride_wk)
+            acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+            for k0 in range(0, I, BLOCK_K):
+                k_ok = offs_k < I - k0
+                h = tl.load(h_ptrs, mask=k_ok, other=0.0)
+                if BLOCK_SCALE:
+                    h *= k_scales(s_ptr, e, n0 // GROUP_N, k0 + offs_k, k_ok,
+                                  stride_se, stride_sn, stride_sk, GROUP_K)
+                w = tl.load(w_ptrs, mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+                acc += tl.sum(w.to(tl.float32) * h[None, :], 1)
+                h_ptrs += BLOCK_K * stride_ii
+                w_ptrs += BLOCK_K * stride_wk
+            if CHANNEL_SCALE:
+                acc *= n_scales(s_ptr, e, offs_n, n_ok, stride_se, stride_sn)
+            total += acc * tl.load(weights_ptr + p).to(tl.float32)
+    tl.store(out_ptr + t.to(tl.int64) * stride_ot + offs_n * stride_oh,
+             total.to(out_ptr.dtype.element_ty), mask=n_ok)
+
+
+def gemv_tiles(rows: int, n: int, k: int, limit: int) -> tuple[int, int]:
+    """(BLOCK_N, BLOCK_K) for `rows` GEMVs of an [n, k] weight: ~TARGET_PROGRAMS programs.
+
+    Interpreted (CPU), each program costs Python time: the widest tiles instead.
+    """
+    if triton.knobs.runtime.interpret:
+        block_n = min(triton.next_power_of_2(n), 64, limit)
+        return block_n, min(triton.next_power_of_2(k), 256)
+    block_n = triton.next_power_of_2(max(1, rows * n // TARGET_PROGRAMS))
+    block_n = max(1, min(block_n, 16, limit, triton.next_power_of_2(n)))
+    block_k = min(triton.next_power_of_2(k), max(32, TILE_ELEMS // block_n))
+    return block_n, block_k
+
+
+def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2: Scales, out):
+    """Runs the two kernels: x [T, H], w13 [E, 2I, H], w2 [E, H, I] -> out [T, H]."""
+    T, H = x.shape
+    E, two_i, _ = w13.shape
+    I = two_i // 2
+    P = topk_ids.numel()
+    topk = topk_ids.shape[1]
+    ids = topk_ids.reshape(P)
+    emap = expert_map if expert_map is not None else ids  # placeholder pointer when unused
+    routing = {"HAS_MAP": expert_map is not None}
+    inter = _align.workspace((P, I), torch.float32, x.device)
+    bn, bk = gemv_tiles(P, I, H, fit_block_n(16, s13, I))
+    _gate_up_gemv_kernel[(P, triton.cdiv(I, bn))](
+        x, w13, inter, ids, emap, *s13.args(),
+        H, I, E, emap.numel(), topk,
+        x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
+        inter.stride(0), inter.stride(1),
+        BLOCK_N=bn, BLOCK_K=bk, num_warps=4, **routing, **s13.flags(),
+    )
+    bn, bk = gemv_tiles(T, H, I, fit_block_n(64, s2))
+    _down_combine_kernel[(T, triton.cdiv(H, bn))](
+        inter, w2, topk_weights.reshape(P), out, ids, emap, *s2.args(),
+        H, I, E, emap.numel(), topk,
+        inter.stride(0), inter.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
+        out.stride(0), out.stride(1),
+        BLOCK_N=bn, BLOCK_K=bk, num_warps=4, **routing, **s2.flags(),
+    )
+    return out

@@ -5,44 +5,14 @@
 from __future__ import annotations
 
 import math as _math
-from dataclasses import dataclass
 
 import torch
-import triton
 
 from . import fp8 as _fp8
 from . import grouped as _grouped
 from . import scales as _scales
 from . import small_t as _small
-
-
-@dataclass(frozen=True)
-class MoeConfig:
-    """Tile sizes shared by both grouped GEMMs (M: pair rows, N: output columns, K: reduction)."""
-
-    block_m: int = 16
-    block_n: int = 32
-    block_k: int = 32
-    num_warps: int = 4
-    num_stages: int = 1
-
-
-# Interpreted path: one fixed config, no autotune.
-INTERPRET_CONFIG = MoeConfig()
-# GPU: keyed on the average rows per expert, T * topk / E. First guesses, not yet tuned.
-GPU_CONFIGS = (
-    (4.0, MoeConfig(block_m=16, block_n=32, block_k=256, num_warps=4, num_stages=3)),
-    (32.0, MoeConfig(block_m=32, block_n=64, block_k=128, num_warps=4, num_stages=3)),
-    (float("inf"), MoeConfig(block_m=64, block_n=128, block_k=64, num_warps=8, num_stages=3)),
-)
-
-
-def pick_config(T: int, topk: int, E: int, device: torch.device) -> MoeConfig:
-    """Tiles for T tokens routed top-k over E local experts on this device."""
-    if device.type != "cuda" or triton.knobs.runtime.interpret:
-        return INTERPRET_CONFIG
-    rows_per_expert = T * topk / E
-    return next(cfg for limit, cfg in GPU_CONFIGS if rows_per_expert <= limit)
+from .configs import MoeConfig, pick_config
 
 
 def fused_moe(
@@ -105,7 +75,7 @@ def fused_moe(
         small_t = T * topk <= _small.SMALL_T_MAX_PAIRS
     if small_t:
         return _small.small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13, s2, out)
-    cfg = config or pick_config(T, topk, E, x.device)
+    cfg = config or pick_config(T, topk, E, x.device, inter_size, w13.dtype)
     if 0 in _grouped.tile_widths(cfg, s13, s2, inter_size):
         # Block scales too fine for a 16-wide tile (never at Rio's shapes): dequantize first.
         w13 = _fp8.dequantize(w13, w13_scale, block_shape, x.dtype)
@@ -115,15 +85,16 @@ def fused_moe(
 
 
 def moe_flops_bytes(T: int, H: int, I: int, E: int, topk: int, dtype_bytes: int,
-                    weight_bytes: int | None = None,
-                    block_shape: tuple[int, int] | None = None) -> tuple[float, float]:
+                    weight_bytes: int | None = None, block_shape: tuple[int, int] | None = None,
+                    ep_size: int = 1) -> tuple[float, float]:
     """(FLOPs, bytes) of one fused_moe call; the formula in its docstring. Used by the bench.
 
-    weight_bytes: None = dtype_bytes (unquantized); 1 = e4m3 with fp32 scales, per block of
-    block_shape or per channel (block_shape None).
+    E: routed experts (global); weight_bytes: None = dtype_bytes (unquantized), 1 = e4m3 with
+    fp32 scales per block of block_shape, or per channel (block_shape None); ep_size: one rank
+    of E / ep_size local experts does 1 / ep_size of the expert work.
     """
-    experts_hit = E * (1.0 - (1.0 - topk / E) ** T)
-    flops = 6.0 * T * topk * H * I
+    experts_hit = E * (1.0 - (1.0 - topk / E) ** T) / ep_size
+    flops = 6.0 * T * topk * H * I / ep_size
     per_expert = 3.0 * H * I * (weight_bytes or dtype_bytes)
     if weight_bytes is not None:
         shapes = [(2 * I, H), (H, I)]

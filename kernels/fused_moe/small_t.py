@@ -141,7 +141,7 @@ def gemv_tiles(rows: int, n: int, k: int, limit: int) -> tuple[int, int]:
         block_n = min(triton.next_power_of_2(n), 64, limit)
         return block_n, min(triton.next_power_of_2(k), 256)
     block_n = triton.next_power_of_2(max(1, rows * n // TARGET_PROGRAMS))
-    block_n = max(1, min(block_n, 16, limit, triton.next_power_of_2(n)))
+    block_n = min(max(2, min(block_n, 16, triton.next_power_of_2(n))), limit)
     block_k = min(triton.next_power_of_2(k), max(32, TILE_ELEMS // block_n))
     return block_n, block_k
 

@@ -20,7 +20,7 @@ def test_table_rows_by_T_range(tmp_path):
     write_table(tmp_path, "NVIDIA H100 80GB HBM3", {key: [
         [256.0, [32, 64, 128, 4, 3]],
         [2896.3, [64, 128, 64, 8, 3]],
-        [float("inf"), [128, 128, 64, 8, 4]],
+        [16384, [128, 128, 64, 8, 4]],
     ]})
     table = configs.load_table("NVIDIA H100 80GB HBM3", str(tmp_path))
     # (T, expected block_m): a row takes T <= T_max; past the last finite row, the last row.

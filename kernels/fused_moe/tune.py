@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     device = torch.cuda.get_device_name() if bench.DEVICE == "cuda" else bench.DEVICE
     tables, log = {}, []
     tokens = sorted(args.tokens)
-    limits = [(a * b) ** 0.5 for a, b in itertools.pairwise(tokens)] + [float("inf")]
+    limits = [round((a * b) ** 0.5) for a, b in itertools.pairwise(tokens)] + tokens[-1:]
     for tp in args.tp:
         inter = bench.I_FULL // tp
         experts = bench.make_experts(inter, seed=tp)

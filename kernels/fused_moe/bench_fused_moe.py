@@ -1,8 +1,9 @@
 """Time fused_moe at Rio's shapes (E=512, top-10, H=4096): bf16 and FP8 (e4m3, 128 x 128 block
-scales, w8a16) weights side by side, the small-T and grouped paths, eager and CUDA graphs, the
-align alone, and torch._grouped_mm as a torch-native anchor. GPU only.
+scales, w8a16) weights side by side, the small-T and grouped paths, CUDA graphs for decode
+sizes (T=1 also eager), eager prefill, the align alone, and torch._grouped_mm as a torch-native
+anchor. GPU only.
 
-python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 8 64 4096] [--tp 8 1] [--out DIR]
+python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 8 32 64 4096] [--tp 8 1] [--out DIR]
 Every kernel is checked against fused_moe_ref on its inputs before it is timed (WRONG rows are
 not timed). Rows stream to stdout as JSON; DIR gets bench_fused_moe.json and .md.
 """
@@ -27,8 +28,9 @@ DEVICE, ACT = "cuda", torch.bfloat16  # a CPU smoke run of this script may chang
 E, TOPK, H, I_FULL = 512, 10, 4096, 1024
 BLOCK = (128, 128)
 TOKENS = (1, 8, 32, 64, 4096)
-GRAPH_MAX_T = 64  # decode sizes: also timed under CUDA graphs
+GRAPH_MAX_T = 64  # decode sizes: timed under CUDA graphs (T=1 also eager: launch overhead)
 BOTH_PATHS_T = (8, 32, 64)  # also timed on the path the bound does not pick
+ANCHOR_T = (1, 64, 4096)  # torch._grouped_mm timed at these T
 TOL = {"atol": 3e-2, "rtol": 3e-2}
 NO_GPU = ("bench_fused_moe needs a CUDA GPU. On CPU run the tests instead: "
           "python -m pytest kernels/fused_moe")
@@ -168,19 +170,19 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                                        small_t=small, **kw)
                 base = {"layout": layout, "T": T, "kernel": kernel,
                         "path": "small" if small else "grouped", "bytes": nbytes}
-                modes = [False, True] if T <= GRAPH_MAX_T else [False]
-                if small != auto_small:
-                    modes = [True]
+                modes = [True] if T <= GRAPH_MAX_T else [False]
+                if T == 1:
+                    modes = [False, True]
                 for graph in modes:
                     r = b.measure(dict(base), fn, ref, flops, nbytes, graph)
-                    if kernel == "bf16" and small == auto_small and not graph:
+                    if kernel == "bf16" and small == auto_small:
                         call_ms = r.get("ms")
-        if anchor:
+        if anchor and T in ANCHOR_T:
             flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2)
             b.measure({"layout": layout, "T": T, "kernel": "torch._grouped_mm", "bytes": nbytes},
                       functools.partial(grouped_mm_moe, x, w13, w2, tw, ids), ref, flops, nbytes,
                       False)
-        if not auto_small and call_ms:
+        if T > GRAPH_MAX_T and call_ms:
             time_align(b, layout, T, ids, num_e, inter, emap, call_ms)
 
 

@@ -258,7 +258,7 @@ def test_parallel_align_equals_one_program(T, E, topk, block_m, ep_size, routing
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("T", [1, 13, 64, 300])
+@pytest.mark.parametrize("T", [1, 64, 300])
 def test_bf16_on_gpu(T, path):
     x, w13, w2, weights, ids = make_inputs(T, 256, 128, 512, 10, BF16)
     out = run_kernel(x, w13, w2, weights, ids, small_t=PATHS[path])

@@ -86,6 +86,13 @@ def test_sglang_extension_points_exist():
     assert mismatch(ModelRunner.supports_sampling_observer, lambda self: None, skip=0) is None
 
 
+@pytest.mark.parametrize("target", [t for t, _, _ in HOOKS if t.endswith("_stream")])
+def test_openai_streams_still_end_with_the_done_line(target):
+    from rio_sglang.runtime.output import DONE
+
+    assert repr(DONE)[1:-1] in inspect.getsource(resolve(target))  # the chunk we insert before
+
+
 def test_cpu_patch_targets_exist():
     import triton.language as tl
     from triton.runtime import autotuner

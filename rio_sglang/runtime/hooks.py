@@ -2,9 +2,10 @@
 in the processes of a server that serves our model package.
 
 Every hook goes through SGLang's plugin hook registry (`sglang/srt/plugins/hook_registry.py`),
-which logs the plugin that applied it and keeps classmethods / staticmethods intact. `HOOKS`
+which logs the plugin that applied it and keeps classmethods / staticmethods intact. `hooks()`
 lists them (SGLang target, hook type, hook); tests/test_sglang_seams.py checks that each target
-still exists with the parameters its hook takes, so an SGLang upgrade that moves one fails there.
+still exists with the parameters its hook takes, so an SGLang upgrade that moves one fails there
+(tests/test_plugin_gate.py: none is applied for another model).
 
 target (`sglang.srt...`), hook type: why (no official route unless said)
 - `SamplingParams.verify`, after: a bad `custom_params.rio_reasoning` is a ValueError (HTTP
@@ -167,6 +168,7 @@ def _patch_verify() -> None:
 
 
 def install() -> None:
+    """All our hooks, once per process (`runtime.plugin_entry`)."""
     global _installed
     if _installed:
         return

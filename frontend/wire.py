@@ -3,7 +3,7 @@
 Request: `{"custom_params": {"rio_reasoning": spec}}`, inside `sampling_params` on /generate and
 at the top of an OpenAI body. Response: `meta_info["rio_reasoning"]` on /generate and
 `metadata["rio_reasoning"]` in OpenAI responses; an OpenAI stream carries it in its last chunk
-before `[DONE]` (no choices) (rio_sglang/runtime/hooks.py).
+before `[DONE]` (no choices) (rio_sglang/runtime/output.py).
 """
 
 from __future__ import annotations

@@ -13,6 +13,15 @@ def _flag(name: str) -> bool:
     return value in ("1", "true")
 
 
+MODEL_PACKAGE = "rio_sglang.models"  # our external model package (SGLang imports its classes)
+
+
+def serves_rio_model() -> bool:
+    """SGLANG_EXTERNAL_MODEL_PACKAGE (SGLang's own variable, set by our launchers) names our
+    model package: this SGLang process serves our class, so the reasoning hooks install."""
+    return os.environ.get("SGLANG_EXTERNAL_MODEL_PACKAGE", "").strip() == MODEL_PACKAGE
+
+
 def cpu_platform() -> bool:
     """RIO_CPU_PLATFORM=1: activate our out-of-tree CPU platform and Triton-interpreter plugin."""
     return _flag("RIO_CPU_PLATFORM")

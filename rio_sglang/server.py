@@ -33,7 +33,7 @@ NEXTN_FLAGS = ("--speculative-algorithm", "NEXTN", "--speculative-num-steps", "1
                "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "2")
 NEXTN_CPU_FLAGS = (*NEXTN_FLAGS, "--attention-backend", "triton")
 PARSER_FLAGS = ("--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder")
-MODEL_PACKAGE = "rio_sglang.models"
+MODEL_PACKAGE = env.MODEL_PACKAGE
 # Logged by our model class when SGLang builds it. SGLang swallows import errors of external
 # model packages and serves its own class of the same name: no mark, no server.
 SERVING_MARK = "rio-sglang model class serving"

@@ -32,10 +32,10 @@ import torch
 from rio_kernels.swir_step.launch import PreSample
 from rio_sglang.reasoning.device import HISTORY, DeviceStep
 from rio_sglang.reasoning.spec import ReasoningStats
+from rio_sglang.runtime.context import CONTEXT
 
 log = logging.getLogger(__name__)
 ROWS_ATTR = "rio_reasoning_rows"  # on a batch's SamplingBatchInfo: its `Rows`
-_RUNTIME: ReasoningRuntime | None = None  # one model per scheduler process (per rank)
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,11 @@ class ReasoningRuntime:
     """One rank's reasoning step (`DeviceStep`) and what SGLang's flow needs around it."""
 
     def __init__(self, step: DeviceStep, relay_to_first_stage: bool):
-        global _RUNTIME
         self.step = step
         self.relay_to_first_stage = relay_to_first_stage
         self._rows: Rows | None = None
         self._rows_key: tuple | None = None
-        _RUNTIME = self
+        CONTEXT.runtime = self  # one model per scheduler process (per rank)
 
     def rows(self, index: list[int], slots: list[int]) -> Rows:
         """The batch's stepping rows on the device. A decode batch keeps its composition for
@@ -146,7 +145,7 @@ class ReasoningObserver:
 
 def finish(tracked, output_len: int) -> dict:
     """Statistics of a finished request (released), or explicit ones for an untracked one."""
-    if tracked is None or _RUNTIME is None:
+    if tracked is None or CONTEXT.runtime is None:
         stats = ReasoningStats(0, output_len, 0, False, False, False)
         return {**stats.to_json(), "modes": "E" * min(output_len, HISTORY)}
-    return _RUNTIME.finish(tracked.slot)
+    return CONTEXT.runtime.finish(tracked.slot)

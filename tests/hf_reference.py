@@ -57,6 +57,10 @@ def hf_greedy_image(path, question: str, n: int) -> list[int]:
 
 
 IMAGE_QUESTION = "Describe the image."
+# On tiny-deep (seed 0) IMAGE_QUESTION's 4th greedy token is a near-tie in transformers (top-2
+# logits 24.016 / 24.000), which fp16 serving resolves either way (the base commit fb0d4f6
+# failed there too); this question's smallest top-2 gap over 6 tokens is 0.47.
+DEEP_IMAGE_QUESTION = "Describe this image briefly."
 
 
 def server_greedy_image(url: str, n: int, question: str = IMAGE_QUESTION) -> list[int]:

@@ -93,4 +93,4 @@ def test_switching_reasoning_equals_the_reference(fp8_server):
     prompt, ref, ref_modes = reference_run(twin, spec, expected, seed=SWITCH_SEED)
     got = gen_reasoning(srv, prompt, spec, new=REF_NEW)
     assert got["output_ids"] == ref.tokens
-    assert_equals_reference(got, ref, ref_modes)
+    assert_equals_reference(got, ref, ref_modes, spec)

@@ -66,7 +66,7 @@ def build(B: int, mix: str, table: torch.Tensor, v_start: int, v_len: int, devic
     step = DeviceStep(SLOTS, TOKENS, V, table, v_start, v_len, special)
     slots = list(range(B))
     latent = [mix == "latent" or (mix == "half" and i % 2 == 0) for i in slots]
-    specs = [ReasoningSpec(mode="latent") if lat else ReasoningSpec(mode="switch", window=2**30)
+    specs = [ReasoningSpec(mode="latent") if lat else ReasoningSpec(mode="switch", window=1 << 24)
              for lat in latent]
     step.admit(slots, specs, [1 << 20] * B)
     ints = step.state.ints

@@ -1,4 +1,4 @@
-"""bench/reasoning_eval.py against the session's real CPU server: 2 items x 3 modes x 2 budgets,
+"""bench/reasoning_eval.py against the session's real CPU server: 6 items x 3 modes x 2 budgets,
 killed midway and resumed (the rerun sends only the missing requests), then the report's
 figures read back against the per-item records."""
 
@@ -18,7 +18,11 @@ pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 # Short questions: the tiny tokenizer spends a token per byte or two, and a CPU prefill is slow.
 ITEMS = [{"id": "a", "question": "1+1?", "answer": "2"},
-         {"id": "b", "question": "4+4?", "answer": "8"}]
+         {"id": "b", "question": "4+4?", "answer": "8"},
+         {"id": "c", "question": "2+5?", "answer": "7"},
+         {"id": "d", "question": "3*3?", "answer": "9"},
+         {"id": "e", "question": "9-8?", "answer": "1"},
+         {"id": "f", "question": "6/2?", "answer": "3"}]
 MODES, BUDGETS = ("explicit", "latent", "switch"), ("2", "3:1")
 TOTAL = len(ITEMS) * len(MODES) * len(BUDGETS)
 

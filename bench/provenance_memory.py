@@ -132,6 +132,7 @@ def run(gb: float, root: Path, block_elems: int = 1 << 20) -> dict:
     floor, _, _ = peak_rss([sys.executable, "-c", imports])
     peak, seconds, out = peak_rss([sys.executable, "-m", "rio_sglang.provenance", "blend", str(c),
                                    str(a), str(b), "--out", str(root / "report"), "--no-progress",
+                                   "--no-plot",  # the reads and fits are measured, not matplotlib
                                    "--block-elems", str(block_elems)])
     return {"checkpoint_bytes": size, "peak_rss": peak, "import_rss": floor,
             "peak_over_checkpoint": peak / size, "growth_over_checkpoint": (peak - floor) / size,

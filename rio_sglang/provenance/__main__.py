@@ -24,7 +24,8 @@ def _blend(args) -> None:
     summary = summarize(cmp, args.alpha_tol, args.max_residual, args.min_share)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    skipped = plot_groups(summary, out / "blend.png")
+    skipped = ("PNG not drawn (--no-plot)" if args.no_plot
+               else plot_groups(summary, out / "blend.png"))
     summary["plot"] = skipped or str(out / "blend.png")
     write_json(summary, out / "blend.json")
     (out / "blend.md").write_text(markdown(summary))
@@ -61,6 +62,9 @@ def main(argv=None) -> None:
     b.add_argument("child")
     b.add_argument("parents", nargs="+", metavar="PARENT", help="one or two parent checkpoints")
     b.add_argument("--out", default="provenance-report", help="folder for blend.{json,md,png}")
+    b.add_argument("--no-plot", action="store_true",
+                   help="skip the PNG (bench/provenance_memory.py: matplotlib's own memory is "
+                   "not what it measures)")
     b.add_argument("--sample-rows", type=int, default=None,
                    help="fit each tensor on this many seeded rows (last-dim vectors), not all")
     b.add_argument("--seed", type=int, default=0, help="seed of --sample-rows")

@@ -1,171 +1,224 @@
-"""Time fused_moe against SGLang's Triton fused_moe on Rio shapes (E=512, top-10, H=4096, bf16).
+"""Time fused_moe at Rio's shapes (E=512, top-10, H=4096): bf16 and FP8 (e4m3, 128 x 128 block
+scales, w8a16) weights side by side, the small-T and grouped paths, CUDA graphs for decode
+sizes (T=1 also eager), eager prefill, the align alone, and torch._grouped_mm as a torch-native
+anchor. GPU only.
 
-Run on a GPU: python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 64] [--tp 1 8] [--json F]
+python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 8 32 64 4096] [--tp 8 1] [--out DIR]
+Every kernel is checked against fused_moe_ref on its inputs before it is timed (WRONG rows are
+not timed). Rows stream to stdout as JSON; DIR gets bench_fused_moe.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
-from dataclasses import asdict
+import time
 
 import torch
 
+from . import align, fp8
 from .kernel import fused_moe, moe_flops_bytes, pick_config
-from .ref import fused_moe_ref, route_topk
+from .ref import ep_expert_map, fused_moe_ref, route_topk
+from .small_t import SMALL_T_MAX_PAIRS, max_pairs
 
+DEVICE, ACT = "cuda", torch.bfloat16  # a CPU smoke run of this script may change both
 E, TOPK, H, I_FULL = 512, 10, 4096, 1024
-TOKENS = (1, 8, 32, 64, 256, 4096)
-TP_SIZES = (1, 2, 4, 8)
-BF16_TOL = {"atol": 3e-2, "rtol": 3e-2}
-NO_GPU = (
-    "bench_fused_moe needs a CUDA GPU: it times Triton kernels against SGLang's on the device. "
-    "No GPU is visible here; on CPU run the tests instead: "
-    "TRITON_INTERPRET=1 python -m pytest kernels/fused_moe"
-)
+BLOCK = (128, 128)
+TOKENS = (1, 8, 32, 64, 4096)
+GRAPH_MAX_T = 64  # decode sizes: timed under CUDA graphs (T=1 also eager: launch overhead)
+BOTH_PATHS_T = (8, 32, 64)  # also timed on the path the bound does not pick
+ANCHOR_T = (1, 64, 4096)  # torch._grouped_mm timed at these T
+TOL = {"atol": 3e-2, "rtol": 3e-2}
+NO_GPU = ("bench_fused_moe needs a CUDA GPU. On CPU run the tests instead: "
+          "python -m pytest kernels/fused_moe")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tokens", type=int, nargs="+", default=list(TOKENS))
-    parser.add_argument("--tp", type=int, nargs="+", default=list(TP_SIZES))
-    parser.add_argument("--json", default="bench_fused_moe.json", help="where to write results")
-    parser.add_argument("--graph", action="store_true", help="time under CUDA graphs")
-    parser.add_argument("--skip-sglang", action="store_true", help="time only our kernel")
-    return parser.parse_args(argv)
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--tokens", type=int, nargs="+", default=list(TOKENS))
+    p.add_argument("--tp", type=int, nargs="+", default=[8, 1])
+    p.add_argument("--long-tokens", type=int, nargs="*", default=[16384],
+                   help="extra prefill sizes, TP 8 only (align share reported)")
+    p.add_argument("--ep-tokens", type=int, nargs="*", default=[],
+                   help="T for the EP 8 layout (64 local experts of I=1024, an expert map)")
+    p.add_argument("--no-anchor", action="store_true", help="skip torch._grouped_mm")
+    p.add_argument("--out", default=os.environ.get("OUT", "."))
+    return p.parse_args(argv)
 
 
-def copy_ceiling_gbs(do_bench, nbytes: int = 1 << 30) -> float:
-    """Device memory bandwidth ceiling: a 1 GiB device-to-device copy (read + write)."""
-    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+def copy_ceiling_gbs(nbytes: int = 1 << 30) -> float:
+    """Device memory ceiling: a 1 GiB device-to-device copy (read + write), median."""
+    from triton.testing import do_bench
+
+    src = torch.empty(nbytes, dtype=torch.uint8, device=DEVICE)
     dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src))
-    return 2 * nbytes / ms / 1e6
+    return 2 * nbytes / do_bench(lambda: dst.copy_(src), return_mode="median") / 1e6
 
 
-def sglang_triton_moe():
-    """SGLang's Triton `fused_experts` behind our argument order (imported only here)."""
-    from sglang.srt.layers.moe.fused_moe_triton import fused_experts
-    from sglang.srt.layers.moe.moe_runner import MoeRunnerConfig
-    from sglang.srt.layers.moe.topk import StandardTopKOutput
-    from sglang.srt.runtime_context import get_context
+def make_experts(inter: int, seed: int, chunk: int = 32):
+    """{"13": (w, q, s), "2": (w, q, s)}: bf16 weights, and e4m3 + block scales of the same experts.
 
-    # fused_experts reads the published server config; a dummy one stays up for the process.
-    get_context().override_server_args().install()
-    runner = MoeRunnerConfig(inplace=True)
-
-    def run(x, w13, w2, topk_weights, topk_ids):
-        # In place on a copy: the out-of-place path wants a tensor-parallel process group.
-        out = x.clone()
-        fused_experts(out, w13, w2, StandardTopKOutput(topk_weights, topk_ids, None), runner)
-        return out
-
-    return run
-
-
-def make_weights(inter: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """w13: [E, 2I, H] bf16, w2: [E, H, I] bf16, scaled so the output is O(1)."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    w13 = torch.randn(E, 2 * inter, H, device="cuda", dtype=torch.bfloat16, generator=g)
-    w2 = torch.randn(E, H, inter, device="cuda", dtype=torch.bfloat16, generator=g)
-    return w13.mul_(H**-0.5), w2.mul_(inter**-0.5)
+    The bf16 weights are the dequantized FP8 ones, so one reference serves both dtypes.
+    """
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    shapes = {"13": (E, 2 * inter, H), "2": (E, H, inter)}
+    out = {}
+    for name, shape in shapes.items():
+        w = torch.empty(shape, dtype=ACT, device=DEVICE)
+        q = torch.empty(shape, dtype=fp8.FP8, device=DEVICE)
+        s = torch.empty(fp8.scale_shape(shape, BLOCK), device=DEVICE)
+        for e0 in range(0, E, chunk):
+            part = torch.randn((chunk, *shape[1:]), device=DEVICE, generator=g) * shape[2] ** -0.5
+            q[e0:e0 + chunk], s[e0:e0 + chunk] = fp8.quantize_block(part, BLOCK)
+            w[e0:e0 + chunk] = fp8.dequantize(q[e0:e0 + chunk], s[e0:e0 + chunk], BLOCK, w.dtype)
+        out[name] = (w, q, s)
+    return out
 
 
-def make_routing(T: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x: [T, H] bf16, topk_weights: [T, topk] fp32, topk_ids: [T, topk] int32."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    x = torch.randn(T, H, device="cuda", dtype=torch.bfloat16, generator=g)
-    logits = torch.randn(T, E, device="cuda", generator=g)
-    return (x, *route_topk(logits, TOPK))
+def grouped_mm_moe(x, w13, w2, topk_weights, topk_ids):
+    """The same MoE on torch._grouped_mm (sort pairs by expert, two grouped GEMMs, index_add)."""
+    num_e, inter = w13.shape[0], w2.shape[2]
+    flat = topk_ids.reshape(-1).long()  # [P]
+    order = torch.argsort(flat, stable=True)  # [P]
+    offs = torch.cumsum(torch.bincount(flat, minlength=num_e), 0).to(torch.int32)  # [E]
+    token = order // TOPK  # [P]
+    h = torch._grouped_mm(x[token], w13.transpose(1, 2), offs=offs)  # [P, 2I]
+    h = torch.nn.functional.silu(h[:, :inter]) * h[:, inter:]  # [P, I]
+    y = torch._grouped_mm(h, w2.transpose(1, 2), offs=offs)  # [P, H]
+    y = y.float() * topk_weights.reshape(-1)[order, None]  # [P, H]
+    return torch.zeros_like(x, dtype=torch.float32).index_add_(0, token, y).to(x.dtype)
 
 
-def max_error(out: torch.Tensor, ref: torch.Tensor) -> tuple[bool, float]:
-    ok = torch.allclose(out.float(), ref.float(), **BF16_TOL)
-    return ok, (out.float() - ref.float()).abs().max().item()
+class Bench:
+    """Checks then times one callable per row; keeps every row for the JSON and the table."""
+
+    def __init__(self, out_dir: str):
+        from triton.testing import do_bench, do_bench_cudagraph
+
+        self.eager, self.graph = do_bench, do_bench_cudagraph
+        self.out_dir, self.rows = out_dir, []
+        self.ceiling = copy_ceiling_gbs()
+        device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+        self.meta = {"device": device, "torch": torch.__version__,
+                     "date": time.strftime("%Y-%m-%d"), "copy_ceiling_gbs": self.ceiling,
+                     "E": E, "topk": TOPK, "H": H, "fp8_block": BLOCK,
+                     "small_t_max_pairs": SMALL_T_MAX_PAIRS}
+        print(json.dumps(self.meta), flush=True)
+
+    def measure(self, row: dict, fn, ref, flops: float, nbytes: float, graph: bool) -> dict:
+        out = fn().float()
+        err = (out - ref).abs().max().item()
+        row.update(mode="graph" if graph else "eager", max_err=err,
+                   ok=bool(torch.allclose(out, ref, **TOL)))
+        if row["ok"]:
+            bench = self.graph if graph else self.eager
+            ms = bench(fn, return_mode="median")
+            row.update(ms=ms, tflops=flops / ms / 1e9, gbs=nbytes / ms / 1e6,
+                       frac=nbytes / ms / 1e6 / self.ceiling)
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        self.save()
+        return row
+
+    def save(self) -> None:
+        with open(os.path.join(self.out_dir, "bench_fused_moe.json"), "w") as f:
+            json.dump({**self.meta, "rows": self.rows}, f, indent=1)
+        with open(os.path.join(self.out_dir, "bench_fused_moe.md"), "w") as f:
+            f.write(markdown(self.meta, self.rows))
 
 
-def measure(name, fn, args, ref, do_bench, flops, nbytes, ceiling) -> dict:
-    """Check fn against ref on these inputs; time it only if it is right."""
-    ok, err = max_error(fn(*args), ref)
-    row = {f"{name}_max_err": err, f"{name}_ok": ok}
-    if ok:
-        ms = do_bench(lambda: fn(*args))
-        row.update({f"{name}_ms": ms, f"{name}_tflops": flops / ms / 1e9,
-                    f"{name}_gbs": nbytes / ms / 1e6, f"{name}_frac": nbytes / ms / 1e6 / ceiling})
-    return row
-
-
-def cell(row: dict, name: str, key: str, fmt: str) -> str:
-    if not row.get(f"{name}_ok", True):
-        return f"WRONG ({row[f'{name}_max_err']:.2g})"
-    value = row.get(f"{name}_{key}")
-    return "-" if value is None else format(value, fmt)
-
-
-def markdown(rows: list[dict], ceiling: float) -> str:
-    lines = [
-        f"copy ceiling {ceiling:.0f} GB/s; E={E} topk={TOPK} H={H} bf16",
-        "",
-        (
-            "| tp | I | T | ours ms | sglang ms | speedup | ours TFLOP/s | ours GB/s"
-            " | ours / ceiling | sglang GB/s | sglang / ceiling |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def markdown(meta: dict, rows: list[dict]) -> str:
+    head = (f"{meta['device']}, {meta['date']}, copy ceiling {meta['copy_ceiling_gbs']:.0f} GB/s,"
+            f" E={E} top-{TOPK} H={H}, fp8 = e4m3 weights + {BLOCK} block scales (w8a16)")
+    lines = [head, "",
+             "| layout | T | kernel | path | mode | ms | fraction of copy ceiling | TFLOP/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        speedup = "-"
-        if "ours_ms" in r and "sglang_ms" in r:
-            speedup = f"{r['sglang_ms'] / r['ours_ms']:.2f}x"
-        lines.append(
-            f"| {r['tp']} | {r['I']} | {r['T']} | {cell(r, 'ours', 'ms', '.4f')} "
-            f"| {cell(r, 'sglang', 'ms', '.4f')} | {speedup} | {cell(r, 'ours', 'tflops', '.1f')} "
-            f"| {cell(r, 'ours', 'gbs', '.0f')} | {cell(r, 'ours', 'frac', '.2f')} "
-            f"| {cell(r, 'sglang', 'gbs', '.0f')} | {cell(r, 'sglang', 'frac', '.2f')} |"
-        )
-    return "\n".join(lines)
+        if "ms" in r:
+            cells = f"{r['ms']:.4f} | {r['frac']:.2f} | {r['tflops']:.1f}"
+        elif "share" in r:
+            cells = f"{r['align_ms']:.4f} | share of the call {r['share']:.2f} | -"
+        else:
+            cells = f"WRONG (max err {r['max_err']:.3g}) | - | -"
+        lines.append(f"| {r['layout']} | {r['T']} | {r['kernel']} | {r.get('path', '-')} "
+                     f"| {r.get('mode', 'eager')} | {cells} |")
+    return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=None) -> None:
+    (w13, q13, s13), (w2, q2, s2) = experts["13"], experts["2"]
+    num_e, inter = w13.shape[0], w2.shape[2]
+    ep = E // num_e
+    for T in tokens:
+        g = torch.Generator(device=DEVICE).manual_seed(T)
+        x = torch.randn(T, H, device=DEVICE, generator=g).to(ACT)
+        tw, ids = route_topk(torch.randn(T, E, device=DEVICE, generator=g), TOPK)
+        ref = fused_moe_ref(x, w13, w2, tw, ids, expert_map=emap).float()
+        auto_small = T * TOPK <= max_pairs(inter)
+        paths = [auto_small] + ([not auto_small] if T in BOTH_PATHS_T else [])
+        call_ms = None
+        for kernel, (a, b_, kw, wb) in {
+            "bf16": (w13, w2, {}, None),
+            "fp8": (q13, q2, {"w13_scale": s13, "w2_scale": s2, "block_shape": BLOCK}, 1),
+        }.items():
+            flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2, wb, BLOCK, ep_size=ep)
+            for small in paths:
+                fn = functools.partial(fused_moe, x, a, b_, tw, ids, expert_map=emap,
+                                       small_t=small, **kw)
+                base = {"layout": layout, "T": T, "kernel": kernel,
+                        "path": "small" if small else "grouped", "bytes": nbytes}
+                modes = [True] if T <= GRAPH_MAX_T else [False]
+                if T == 1:
+                    modes = [False, True]
+                for graph in modes:
+                    r = b.measure(dict(base), fn, ref, flops, nbytes, graph)
+                    if kernel == "bf16" and small == auto_small:
+                        call_ms = r.get("ms")
+        if anchor and T in ANCHOR_T:
+            flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2)
+            b.measure({"layout": layout, "T": T, "kernel": "torch._grouped_mm", "bytes": nbytes},
+                      functools.partial(grouped_mm_moe, x, w13, w2, tw, ids), ref, flops, nbytes,
+                      False)
+        if T > GRAPH_MAX_T and call_ms:
+            time_align(b, layout, T, ids, num_e, inter, emap, call_ms)
+
+
+def time_align(b: Bench, layout, T, ids, num_e, inter, emap, call_ms) -> None:
+    """The align alone (one program and parallel), and its share of the bf16 call."""
+    block_m = pick_config(T, TOPK, num_e, ids.device, inter, ACT).block_m
+    for name, chunk in (("one program", None), ("parallel", align.PARALLEL_CHUNK)):
+        fn = functools.partial(align.align_experts, ids, num_e, block_m, emap, chunk=chunk)
+        ms = b.eager(fn, return_mode="median")
+        row = {"layout": layout, "T": T, "kernel": f"align ({name})", "align_ms": ms,
+               "share": ms / call_ms}
+        b.rows.append(row)
+        print(json.dumps(row), flush=True)
+    b.save()
+
+
+def main(argv=None) -> int:
     args = parse_args(argv)
-    if not torch.cuda.is_available():
+    if DEVICE == "cuda" and not torch.cuda.is_available():
         print(NO_GPU, file=sys.stderr)
         return 2
-    import triton.testing
-
-    def do_bench(fn):
-        if args.graph:
-            return triton.testing.do_bench_cudagraph(fn, return_mode="median")
-        return triton.testing.do_bench(fn, return_mode="median")
-
-    ceiling = copy_ceiling_gbs(do_bench)
-    kernels = {"ours": fused_moe}
-    if not args.skip_sglang:
-        kernels["sglang"] = sglang_triton_moe()
-    rows = []
+    os.makedirs(args.out, exist_ok=True)
+    b = Bench(args.out)
     for tp in args.tp:
-        inter = I_FULL // tp
-        w13, w2 = make_weights(inter, seed=tp)
-        for T in args.tokens:
-            x, topk_weights, topk_ids = make_routing(T, seed=T)
-            inputs = (x, w13, w2, topk_weights, topk_ids)
-            ref = fused_moe_ref(*inputs)
-            flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, dtype_bytes=2)
-            row = {"tp": tp, "I": inter, "T": T, "flops": flops, "bytes": nbytes,
-                   "config": asdict(pick_config(T, TOPK, E, x.device))}
-            for name, fn in kernels.items():
-                row.update(measure(name, fn, inputs, ref, do_bench, flops, nbytes, ceiling))
-            rows.append(row)
-        del w13, w2
-        torch.cuda.empty_cache()
-    print(markdown(rows, ceiling))
-    result = {"device": torch.cuda.get_device_name(), "dtype": "bfloat16", "E": E, "topk": TOPK,
-              "H": H, "copy_ceiling_gbs": ceiling, "graph": args.graph, "rows": rows}
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"\nwrote {args.json}")
-    wrong = [r for r in rows if not all(r.get(f"{n}_ok", True) for n in kernels)]
-    return 1 if wrong else 0
+        experts = make_experts(I_FULL // tp, seed=tp)
+        tokens = list(args.tokens) + (list(args.long_tokens) if tp == 8 else [])
+        run_layout(b, f"TP {tp} (I={I_FULL // tp})", experts, tokens, not args.no_anchor)
+        if tp == 1 and args.ep_tokens:
+            local = {k: tuple(t[: E // 8] for t in v) for k, v in experts.items()}
+            emap = ep_expert_map(E, 0, 8, device=DEVICE)
+            run_layout(b, "EP 8 (64 local, I=1024)", local, args.ep_tokens, False, emap)
+        del experts
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+    print(markdown(b.meta, b.rows))
+    return 0 if all(r.get("ok", True) for r in b.rows) else 1
 
 
 if __name__ == "__main__":

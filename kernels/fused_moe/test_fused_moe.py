@@ -21,7 +21,9 @@ from rio_kernels.fused_moe import (
     ep_expert_map,
     fused_moe,
     fused_moe_ref,
+    grouped,
     route_topk,
+    small_t,
 )
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,16 +117,37 @@ CASES = [
     Case("ids < 0 or >= E contribute 0", T=6, H=32, I=16, E=8, topk=2, routing="padded"),
     Case("block_m 32", T=11, H=32, I=16, E=4, topk=2, config=MoeConfig(block_m=32)),
 ]
+# small_t: True = small-T path, False = grouped path (each case runs both).
+PATHS = {"small": True, "grouped": False}
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_fused_moe_matches_ref(case: Case):
+def test_fused_moe_matches_ref(case: Case, path: str):
     x, w13, w2, weights, ids = make_inputs(case.T, case.H, case.I, case.E, case.topk,
                                            case.dtype, case.routing)
-    out = run_kernel(x, w13, w2, weights, ids, config=case.config)
+    out = run_kernel(x, w13, w2, weights, ids, config=case.config, small_t=PATHS[path])
     ref = fused_moe_ref(x, w13, w2, weights, ids)
     assert out.dtype == x.dtype and out.shape == (case.T, case.H)
     torch.testing.assert_close(out.float(), ref.float(), **TOL[case.dtype])
+
+
+@pytest.mark.parametrize("inter", [16, small_t.NARROW_I + 16])
+@pytest.mark.parametrize("pairs_over_bound", [0, 1])
+def test_small_t_bound_both_sides(monkeypatch, pairs_over_bound, inter):
+    # T * topk exactly at the bound takes the small-T path, one token more the grouped one
+    # (narrow experts: 640 pairs; wide ones: 16).
+    topk = 4
+    T = small_t.max_pairs(inter) // topk + pairs_over_bound
+    taken = []
+    for module, name in ((small_t, "small_t_moe"), (grouped, "grouped_moe")):
+        run = getattr(module, name)  # spied on, still run
+        monkeypatch.setattr(module, name, lambda *a, _run=run, _n=name: taken.append(_n) or _run(*a))
+    x, w13, w2, weights, ids = make_inputs(T, 32, inter, 16, topk, FP16)
+    out = run_kernel(x, w13, w2, weights, ids)
+    assert taken == (["grouped_moe"] if pairs_over_bound else ["small_t_moe"])
+    torch.testing.assert_close(out.float(), fused_moe_ref(x, w13, w2, weights, ids).float(),
+                               **TOL[FP16])
 
 
 # (E_global, ep_size, ep_rank, T, topk, dtype)
@@ -135,28 +158,33 @@ EP_CASES = [
 ]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("E, ep_size, ep_rank, T, topk, dtype", EP_CASES)
-def test_expert_parallel_shard(E, ep_size, ep_rank, T, topk, dtype):
+def test_expert_parallel_shard(E, ep_size, ep_rank, T, topk, dtype, path):
     x, w13, w2, weights, ids = make_inputs(T, 32, 16, E, topk, dtype)
     emap = ep_expert_map(E, ep_rank, ep_size, device=DEVICE)
     local = slice(ep_rank * E // ep_size, (ep_rank + 1) * E // ep_size)
-    out = run_kernel(x, w13[local], w2[local], weights, ids, expert_map=emap)
+    out = run_kernel(x, w13[local], w2[local], weights, ids, expert_map=emap,
+                     small_t=PATHS[path])
     ref = fused_moe_ref(x, w13[local], w2[local], weights, ids, expert_map=emap)
     torch.testing.assert_close(out.float(), ref.float(), **TOL[dtype])
 
 
-def test_expert_parallel_ranks_sum_to_full():
+@pytest.mark.parametrize("path", PATHS)
+def test_expert_parallel_ranks_sum_to_full(path):
     E, ep_size = 16, 4
     x, w13, w2, weights, ids = make_inputs(9, 32, 16, E, 4, FP32)
     total = torch.zeros_like(x)
     for rank in range(ep_size):
         emap = ep_expert_map(E, rank, ep_size, device=DEVICE)
         local = slice(rank * E // ep_size, (rank + 1) * E // ep_size)
-        total += run_kernel(x, w13[local], w2[local], weights, ids, expert_map=emap)
+        total += run_kernel(x, w13[local], w2[local], weights, ids, expert_map=emap,
+                            small_t=PATHS[path])
     torch.testing.assert_close(total, fused_moe_ref(x, w13, w2, weights, ids), **TOL[FP32])
 
 
-def test_tensor_parallel_shards_sum_to_full():
+@pytest.mark.parametrize("path", PATHS)
+def test_tensor_parallel_shards_sum_to_full(path):
     T, H, I, E, topk, tp = 5, 32, 32, 8, 2, 2
     x, w13, w2, weights, ids = make_inputs(T, H, I, E, topk, FP32)
     gate, up = w13.split(I, dim=1)  # [E, I, H] each
@@ -164,20 +192,45 @@ def test_tensor_parallel_shards_sum_to_full():
     for rank in range(tp):
         shard = slice(rank * I // tp, (rank + 1) * I // tp)
         w13_shard = torch.cat([gate[:, shard], up[:, shard]], dim=1)  # [E, 2I/tp, H]
-        total += run_kernel(x, w13_shard, w2[:, :, shard], weights, ids)  # strided w2 view
+        total += run_kernel(x, w13_shard, w2[:, :, shard], weights, ids,  # strided w2 view
+                            small_t=PATHS[path])
     torch.testing.assert_close(total, fused_moe_ref(x, w13, w2, weights, ids), **TOL[FP32])
 
 
-# (T, E, topk, block_m, ep_size): ep_size > 1 uses rank 0's expert map.
-ALIGN_CASES = [(1, 8, 2, 16, 1), (37, 8, 2, 16, 1), (5, 512, 10, 16, 1), (9, 16, 4, 32, 4)]
+# (T, E, topk, block_m, ep_size, routing): ep_size > 1 uses rank 0's expert map.
+ALIGN_CASES = [
+    (1, 8, 2, 16, 1, "random"),
+    (37, 8, 2, 16, 1, "random"),
+    (5, 512, 10, 16, 1, "random"),
+    (9, 16, 4, 32, 4, "random"),
+    (40, 16, 2, 16, 1, "one_expert"),
+    (21, 64, 4, 16, 1, "few_experts"),
+    (30, 64, 4, 16, 8, "random"),
+]
+# chunk: None = the one-program align; 16 = the parallel align, several chunks even at small T.
+CHUNKS = {"one program": None, "parallel": 16}
 
 
-@pytest.mark.parametrize("T, E, topk, block_m, ep_size", ALIGN_CASES)
-def test_align_groups_every_local_pair_once(T, E, topk, block_m, ep_size):
-    _, _, _, _, ids = make_inputs(T, 16, 16, E, topk, FP32)
+def align_inputs(T, E, topk, ep_size, routing):
+    _, _, _, _, ids = make_inputs(T, 16, 16, E, topk, FP32, routing)
     emap = ep_expert_map(E, 0, ep_size, device=DEVICE) if ep_size > 1 else None
-    local_e = E // ep_size
-    blocks = align.align_experts(ids, local_e, block_m, emap)
+    return ids, emap, E // ep_size
+
+
+def segments(blocks, block_m, P):
+    """{expert: sorted pair ids} read from the blocks."""
+    rows = blocks.sorted_pairs.view(-1, block_m).cpu()  # [num_blocks, BLOCK_M]
+    seg = {}
+    for b, e in enumerate(blocks.block_expert.tolist()):
+        seg.setdefault(e, []).extend(p for p in rows[b].tolist() if p != P)
+    return {e: sorted(p) for e, p in seg.items()}
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("T, E, topk, block_m, ep_size, routing", ALIGN_CASES)
+def test_align_groups_every_local_pair_once(T, E, topk, block_m, ep_size, routing, chunk):
+    ids, emap, local_e = align_inputs(T, E, topk, ep_size, routing)
+    blocks = align.align_experts(ids, local_e, block_m, emap, chunk=CHUNKS[chunk])
     P = T * topk
     expected = ids.reshape(-1).long()  # [P]
     expected = torch.where(expected < local_e, expected, -1)
@@ -192,11 +245,24 @@ def test_align_groups_every_local_pair_once(T, E, topk, block_m, ep_size):
     assert sorted(seen) == [p for p in range(P) if expected[p] >= 0]
 
 
+@pytest.mark.parametrize("T, E, topk, block_m, ep_size, routing", ALIGN_CASES)
+def test_parallel_align_equals_one_program(T, E, topk, block_m, ep_size, routing):
+    # Same blocks and owners; inside an expert's segment the pair order may differ.
+    ids, emap, local_e = align_inputs(T, E, topk, ep_size, routing)
+    one = align.align_experts(ids, local_e, block_m, emap, chunk=None)
+    par = align.align_experts(ids, local_e, block_m, emap, chunk=CHUNKS["parallel"])
+    assert par.block_expert.tolist() == one.block_expert.tolist()
+    assert par.pair_expert.tolist() == one.pair_expert.tolist()
+    P = T * topk
+    assert segments(par, block_m, P) == segments(one, block_m, P)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("T", [1, 64])
-def test_bf16_on_gpu(T):
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("T", [1, 64, 300])
+def test_bf16_on_gpu(T, path):
     x, w13, w2, weights, ids = make_inputs(T, 256, 128, 512, 10, BF16)
-    out = run_kernel(x, w13, w2, weights, ids)
+    out = run_kernel(x, w13, w2, weights, ids, small_t=PATHS[path])
     ref = fused_moe_ref(x, w13, w2, weights, ids)
     torch.testing.assert_close(out.float(), ref.float(), **TOL[BF16])

@@ -1,0 +1,189 @@
+"""Grouped (prefill) path of `kernel.fused_moe`: pairs aligned by expert (align.py), gate+up GEMM
+with SiLU-and-mul into [P, I], down GEMM times the routing weight into [P, H], top-k combine.
+
+Tiles are tensor-core GEMMs over BLOCK_M pair rows of one expert. Programs run in grouped order
+(GROUP_M row blocks per column sweep) so that concurrently running programs share both their
+gathered activation rows and their expert's weight tiles in L2. FP8 weights (w8a16): e4m3 tiles
+are converted in registers; block scales scale the tile's K rows, channel scales the accumulator.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import align as _align
+from .scales import Scales, fit_block_n, k_scales, n_scales
+
+GROUP_M = 8
+
+
+@triton.jit
+def tile_order(NUM_M, NUM_N, GROUP_M: tl.constexpr):
+    """Program id -> (row block, column block), GROUP_M row blocks per sweep over the columns."""
+    pid = tl.program_id(0)
+    width = GROUP_M * NUM_N
+    first_m = (pid // width) * GROUP_M
+    size_m = tl.minimum(NUM_M - first_m, GROUP_M)
+    return first_m + (pid % width) % size_m, (pid % width) // size_m
+
+
+@triton.jit
+def weight_tile(w_ptrs, k_ok, n_ok, s_ptr, e, n_block, offs_k, stride_se, stride_sn, stride_sk,
+                GROUP_K, BLOCK_SCALE: tl.constexpr):
+    """[BLOCK_K, BLOCK_N] weight tile, block scales applied along K (then fp32)."""
+    w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+    if BLOCK_SCALE:
+        s = k_scales(s_ptr, e, n_block, offs_k, k_ok, stride_se, stride_sn, stride_sk, GROUP_K)
+        w = w.to(tl.float32) * s[:, None]
+    return w
+
+
+@triton.jit
+def _gate_up_kernel(
+    x_ptr, w_ptr, inter_ptr, sorted_pairs_ptr, block_expert_ptr,
+    s_ptr, stride_se, stride_sn, stride_sk, GROUP_N, GROUP_K,
+    P, H, I, TOPK, NUM_M,
+    stride_xt, stride_xh, stride_we, stride_wn, stride_wk, stride_ip, stride_ii,
+    CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid_m, pid_n = tile_order(NUM_M, tl.cdiv(I, BLOCK_N), GROUP_M)
+    e = tl.load(block_expert_ptr + pid_m)
+    if e < 0:
+        return
+    pair = tl.load(sorted_pairs_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
+    row_ok = pair < P
+    token = (pair // TOPK).to(tl.int64)
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < I
+    offs_k = tl.arange(0, BLOCK_K)
+    x_ptrs = x_ptr + token[:, None] * stride_xt + offs_k[None, :] * stride_xh
+    wg_ptrs = (w_ptr + e.to(tl.int64) * stride_we
+               + offs_n[None, :].to(tl.int64) * stride_wn + offs_k[:, None] * stride_wk)
+    wu_ptrs = wg_ptrs + I * stride_wn
+    acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        k_ok = offs_k < H - k0
+        a = tl.load(x_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        wg = weight_tile(wg_ptrs, k_ok, n_ok, s_ptr, e, n0 // GROUP_N, k0 + offs_k,
+                         stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE).to(a.dtype)
+        wu = weight_tile(wu_ptrs, k_ok, n_ok, s_ptr, e, (I + n0) // GROUP_N, k0 + offs_k,
+                         stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE).to(a.dtype)
+        acc_g = tl.dot(a, wg, acc_g, input_precision=PRECISION)
+        acc_u = tl.dot(a, wu, acc_u, input_precision=PRECISION)
+        x_ptrs += BLOCK_K * stride_xh
+        wg_ptrs += BLOCK_K * stride_wk
+        wu_ptrs += BLOCK_K * stride_wk
+    if CHANNEL_SCALE:
+        acc_g *= n_scales(s_ptr, e, offs_n, n_ok, stride_se, stride_sn)[None, :]
+        acc_u *= n_scales(s_ptr, e, I + offs_n, n_ok, stride_se, stride_sn)[None, :]
+    h = acc_g * tl.sigmoid(acc_g) * acc_u
+    i_ptrs = inter_ptr + pair[:, None].to(tl.int64) * stride_ip + offs_n[None, :] * stride_ii
+    tl.store(i_ptrs, h.to(inter_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _down_kernel(
+    inter_ptr, w_ptr, weights_ptr, pair_out_ptr, sorted_pairs_ptr, block_expert_ptr,
+    s_ptr, stride_se, stride_sn, stride_sk, GROUP_N, GROUP_K,
+    P, H, I, NUM_M,
+    stride_ip, stride_ii, stride_we, stride_wn, stride_wk, stride_op, stride_oh,
+    CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid_m, pid_n = tile_order(NUM_M, tl.cdiv(H, BLOCK_N), GROUP_M)
+    e = tl.load(block_expert_ptr + pid_m)
+    if e < 0:
+        return
+    pair = tl.load(sorted_pairs_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
+    row_ok = pair < P
+    pair64 = pair.to(tl.int64)
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < H
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = inter_ptr + pair64[:, None] * stride_ip + offs_k[None, :] * stride_ii
+    w_ptrs = (w_ptr + e.to(tl.int64) * stride_we
+              + offs_n[None, :].to(tl.int64) * stride_wn + offs_k[:, None] * stride_wk)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, I, BLOCK_K):
+        k_ok = offs_k < I - k0
+        a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        w = weight_tile(w_ptrs, k_ok, n_ok, s_ptr, e, n0 // GROUP_N, k0 + offs_k,
+                        stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE).to(a.dtype)
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        a_ptrs += BLOCK_K * stride_ii
+        w_ptrs += BLOCK_K * stride_wk
+    if CHANNEL_SCALE:
+        acc *= n_scales(s_ptr, e, offs_n, n_ok, stride_se, stride_sn)[None, :]
+    acc *= tl.load(weights_ptr + pair, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+    o_ptrs = pair_out_ptr + pair64[:, None] * stride_op + offs_n[None, :] * stride_oh
+    tl.store(o_ptrs, acc.to(pair_out_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _combine_kernel(
+    pair_out_ptr, pair_expert_ptr, out_ptr, H, TOPK,
+    stride_op, stride_ot, stride_oh,
+    BLOCK_H: tl.constexpr,
+):
+    t = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = offs < H
+    acc = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for k in range(TOPK):
+        pair = t * TOPK + k
+        local = tl.load(pair_expert_ptr + pair) >= 0
+        v = tl.load(pair_out_ptr + pair.to(tl.int64) * stride_op + offs, mask=h_ok & local, other=0.0)
+        acc += v.to(tl.float32)
+    tl.store(out_ptr + t.to(tl.int64) * stride_ot + offs * stride_oh,
+             acc.to(out_ptr.dtype.element_ty), mask=h_ok)
+
+
+def tile_widths(cfg, s13: Scales, s2: Scales, inter_size: int) -> tuple[int, int]:
+    """BLOCK_N of the gate-up and down GEMMs: cfg.block_n narrowed by block scales (0: none fits)."""
+    n13 = fit_block_n(cfg.block_n, s13, inter_size)
+    n2 = fit_block_n(cfg.block_n, s2)
+    return (n13 if n13 >= 16 else 0), (n2 if n2 >= 16 else 0)
+
+
+def grouped_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2: Scales, out, cfg):
+    """Runs align and the three kernels: x [T, H], w13 [E, 2I, H], w2 [E, H, I] -> out [T, H]."""
+    T, H = x.shape
+    E, two_i, _ = w13.shape
+    I = two_i // 2
+    P = topk_ids.numel()
+    topk = topk_ids.shape[1]
+    n13, n2 = tile_widths(cfg, s13, s2, I)
+    precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    blocks = _align.align_experts(topk_ids, E, cfg.block_m, expert_map)
+    num_m = blocks.block_expert.numel()
+    inter = _align.workspace((P, I), x.dtype, x.device)
+    pair_out = _align.workspace((P, H), x.dtype, x.device)
+    common = {"BLOCK_M": cfg.block_m, "BLOCK_K": cfg.block_k, "GROUP_M": GROUP_M,
+              "PRECISION": precision, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    _gate_up_kernel[(num_m * triton.cdiv(I, n13),)](
+        x, w13, inter, blocks.sorted_pairs, blocks.block_expert, *s13.args(),
+        P, H, I, topk, num_m,
+        x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
+        inter.stride(0), inter.stride(1),
+        BLOCK_N=n13, **s13.flags(), **common,
+    )
+    _down_kernel[(num_m * triton.cdiv(H, n2),)](
+        inter, w2, topk_weights.reshape(P), pair_out, blocks.sorted_pairs, blocks.block_expert,
+        *s2.args(), P, H, I, num_m,
+        inter.stride(0), inter.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
+        pair_out.stride(0), pair_out.stride(1),
+        BLOCK_N=n2, **s2.flags(), **common,
+    )
+    block_h = min(1024, triton.next_power_of_2(H))
+    _combine_kernel[(T, triton.cdiv(H, block_h))](
+        pair_out, blocks.pair_expert, out, H, topk,
+        pair_out.stride(0), out.stride(0), out.stride(1),
+        BLOCK_H=block_h,
+    )
+    return out

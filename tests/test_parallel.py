@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from hf_reference import DEEP_IMAGE_QUESTION, hf_greedy, hf_greedy_image, server_greedy_image
-from test_reasoning_server import REF_NEW, REFERENCE_CASES, reference_run
+from test_reasoning_server import REF_NEW, REF_PROMPT_SEED, REFERENCE_CASES, reference_run
 from test_reasoning_server import gen as gen_reasoning
 
 from rio_sglang.server import LAYOUT_MARK, REASONING_MARK, launch
@@ -29,6 +29,12 @@ NEW = 6
 EXPERTS, INTER = 8, 32  # tiny and tiny-deep: 4 and 8 layers
 SWITCH_CASES = [c for c in REFERENCE_CASES if c[1]["mode"] == "switch"]
 PREFIX = 5  # steps of a latent chain compared exactly on the expert-parallel row
+# The switch cases' prompt per preset: one whose fp32 reference chain also survives an fp16 model
+# unchanged (both cases) and keeps wide decision margins (tiny-deep seed 17: top-2 logit gap
+# >= 1.16, entropy gap >= 0.13 over 10 steps). Seed 30, chosen on `tiny`, is fragile on tiny-deep:
+# an fp16 transformers run already leaves its chain, and an fp32 summation order in the expert
+# kernels flips its step 4.
+REF_SEEDS = {"tiny": REF_PROMPT_SEED, "tiny-deep": 17}
 
 
 def layout(tp, pp, layers, ep, experts, moe_tp, inter) -> str:
@@ -60,7 +66,7 @@ def parallel_server(request, tmp_path_factory):
     srv = launch(ckpt, extra_args=flags, log_path=tmp_path_factory.mktemp("logs") / f"{name}.log")
     try:
         srv.wait_ready(timeout=600)
-        yield ckpt, srv, want_layout, latent, image
+        yield ckpt, srv, want_layout, latent, image, REF_SEEDS[preset]
     finally:
         srv.stop()
 
@@ -77,7 +83,7 @@ def greedy(srv, ids: list[int]) -> list[int]:
 
 
 def test_every_rank_holds_its_share(parallel_server):
-    _, srv, want_layout, _, _ = parallel_server
+    _, srv, want_layout, *_ = parallel_server
     got = set(re.findall(LAYOUT_MARK + r": (.*)", srv.log_path.read_text()))
     assert got == want_layout
 
@@ -86,7 +92,7 @@ def test_latent_mixture_rows_and_memory_per_rank(parallel_server):
     """Each rank logs the vocab rows it mixes and its reasoning buffers' memory. TP: the ranks'
     own embedding shards, disjoint and covering V, no copy. PP: the first stage mixes nothing of
     its own copy; the last keeps exactly V x H model-dtype rows (TP 1 there)."""
-    ckpt, srv, _, _, _ = parallel_server
+    ckpt, srv, *_ = parallel_server
     text = json.loads((ckpt / "config.json").read_text())["text_config"]
     V, H = text["vocab_size"], text["hidden_size"]
     lines = re.findall(REASONING_MARK + r": (.*)", srv.log_path.read_text())
@@ -105,9 +111,9 @@ def test_latent_mixture_rows_and_memory_per_rank(parallel_server):
 
 @pytest.mark.parametrize("case", SWITCH_CASES, ids=[c[0] for c in SWITCH_CASES])
 def test_switching_reasoning_equals_the_reference(parallel_server, case):
-    ckpt, srv, _, latent, _ = parallel_server
+    ckpt, srv, _, latent, _, seed = parallel_server
     _, spec, expected = case
-    prompt, ref, ref_modes = reference_run(ckpt, spec, expected)
+    prompt, ref, ref_modes = reference_run(ckpt, spec, expected, seed=seed)
     got = gen_reasoning(srv, prompt, spec, new=REF_NEW)
     stats = got["meta_info"]["rio_reasoning"]
     assert stats["latent_steps"] == stats["modes"].count("L") > 0
@@ -126,7 +132,7 @@ def test_switching_reasoning_equals_the_reference(parallel_server, case):
 
 
 def test_concurrent_greedy_equals_transformers(parallel_server):
-    ckpt, srv, _, _, _ = parallel_server
+    ckpt, srv, *_ = parallel_server
     prompts = [[13 + (7 * i + 3 * j) % 480 for j in range(n)] for i, n in enumerate((17, 5))]
     with ThreadPoolExecutor(len(prompts)) as pool:
         got = list(pool.map(lambda ids: greedy(srv, ids), prompts))
@@ -134,7 +140,7 @@ def test_concurrent_greedy_equals_transformers(parallel_server):
 
 
 def test_image_request_equals_transformers(parallel_server):
-    ckpt, srv, _, _, image = parallel_server
+    ckpt, srv, _, _, image, _ = parallel_server
     if not image:
         pytest.skip("the vision tower is replicated under TP/EP: the PP row covers the split")
     assert server_greedy_image(srv.url, NEW, DEEP_IMAGE_QUESTION) == \

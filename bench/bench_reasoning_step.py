@@ -25,6 +25,7 @@ import time
 import torch
 from triton.testing import do_bench
 
+from rio_kernels.benchmark import copy_ceiling_gbs
 from rio_kernels.swir_step import launch
 from rio_kernels.swir_step.layout import INT_COL
 from rio_kernels.swir_step.ref import mix_ref
@@ -39,12 +40,6 @@ TOKENS = ReasoningTokens(think_id=248068, think_end_id=248069, eos_id=248044, ne
                          termination_ids=(248069, 271, 785, 1590, 4226, 374))
 DECODE_MS_TP8 = {"H100": 1.38, "H200": 0.96}  # bench/roofline.py at TP 8 (shared GPU_NOTES.md)
 MIXES = ("explicit", "latent", "half")
-
-
-def copy_ceiling_gbs() -> float:
-    src = torch.empty(2**28, dtype=torch.float32, device="cuda")
-    dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / do_bench(lambda: dst.copy_(src), return_mode="median") / 1e6
 
 
 def decode_ms(name: str, tp: int, ceiling_gbs: float) -> float:

@@ -1,1 +1,24 @@
-"""rio_kernels: Triton ops, each with a plain-torch fp32 reference beside it."""
+"""rio_kernels: Triton ops, one folder each, with a plain-torch fp32 reference beside each kernel.
+
+Each folder's `__init__` exports its kernels and references (see README.md). The references
+load at once; a Triton module loads on first use (`lazy_exports`): Triton reads
+TRITON_INTERPRET when it decorates a kernel, and `rio_sglang.reasoning` imports the references
+without wanting the kernels.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], object]:
+    """A module `__getattr__` for `package`: name -> the submodule that defines it, imported on
+    first access (`from rio_kernels.entropy import softmax_entropy` imports `entropy.kernel`)."""
+
+    def __getattr__(name: str) -> object:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+
+    return __getattr__

@@ -1,7 +1,9 @@
 """The fused SwiReasoning step (`rio_kernels.swir_step` through `reasoning.device.DeviceStep`)
 against its plain-torch twins: the logits passes against `swir_step/ref.py`, the whole step
 against the single-request reference `reasoning.reference.swir_step`, row by row, in mixed
-batches. CPU: Triton interpreter, fp32 / fp16 tables; the bf16 path runs in the gpu rows."""
+batches. CPU: Triton interpreter, fp32 / fp16 tables; the bf16 path runs in the gpu rows. Every
+buffer the kernels write starts poisoned (rio_kernels.testing): partial mixtures a row need not
+write stay NaN, and a row that reads one fails."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import random
 import pytest
 import torch
 
-from rio_kernels.swir_step import launch
 from rio_kernels.swir_step.ref import lse_entropy_ref, mix_ref
+from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
 from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.reference import SlotState, swir_step
 from rio_sglang.reasoning.spec import ReasoningSpec
@@ -32,13 +34,6 @@ def device_step(weight: torch.Tensor, slots: int = 9, v_start: int = 0, v_len: i
     special = weight[DeviceStep.special_rows(TOKENS)]
     return DeviceStep(slots, TOKENS, V, weight[v_start:v_start + v_len], v_start, v_len,
                       special, all_reduce)
-
-
-@pytest.fixture
-def nan_partials(monkeypatch):
-    """Partial mixtures start as NaN: a row that reads one it did not write fails."""
-    monkeypatch.setattr(launch, "new_partials",
-                        lambda shape, device: torch.full(shape, float("nan"), device=device))
 
 
 def logits_case(kind: str, B: int, seed: int) -> torch.Tensor:
@@ -65,7 +60,7 @@ def logits_case(kind: str, B: int, seed: int) -> torch.Tensor:
     ("masked", 5, torch.float32, (200, 170)),
     ("one-hot", 1, torch.float32, (0, V)),
 ])
-def test_logits_passes_match_ref(kind, B, dtype, shard, nan_partials):
+def test_logits_passes_match_ref(kind, B, dtype, shard):
     logits = logits_case(kind, B, seed=B)
     if dtype == torch.float16 and kind == "extreme":
         logits = logits.clamp(-6e4, 6e4)  # representable in the model dtype
@@ -98,7 +93,7 @@ def test_mixture_shards_sum_to_the_whole_table():
     torch.testing.assert_close(parts[0] + parts[1], full, atol=1e-4, rtol=1e-4)
 
 
-def test_no_soft_rows_read_no_table(nan_partials):
+def test_no_soft_rows_read_no_table():
     """Rows locked explicit (a sampled `</think>`) or explicit requests: every mixture program
     exits before writing, and the step never reads a partial (they stay NaN)."""
     step = device_step(WEIGHT)
@@ -127,7 +122,7 @@ SPECS = {
 
 
 @pytest.mark.parametrize("dtype, seed", [(torch.float32, 0), (torch.float16, 1)])
-def test_mixed_batch_equals_single_request_reference(dtype, seed, nan_partials):
+def test_mixed_batch_equals_single_request_reference(dtype, seed):
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     weight = WEIGHT.to(dtype)

@@ -13,35 +13,23 @@ V = 248320  # Qwen3.5 vocabulary
 BATCHES = (1, 8, 64, 256)
 
 
-def copy_ceiling_gbps() -> float:
-    """The device's measured memory ceiling: read + write of a 1 GiB copy."""
-    from triton.testing import do_bench
-
-    src = torch.empty(2**28, dtype=torch.float32, device="cuda")
-    dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src))
-    return 2 * src.numel() * 4 / ms / 1e6
-
-
 def main() -> int:
     if not torch.cuda.is_available():
         print("bench_entropy: needs a GPU (CUDA); nothing was timed on this machine")
         return 0
     from triton.testing import do_bench
 
+    from rio_kernels.benchmark import agrees, copy_ceiling_gbs
     from rio_kernels.entropy.kernel import bytes_moved, softmax_entropy
     from rio_kernels.entropy.ref import softmax_entropy_ref
 
-    ceiling = copy_ceiling_gbps()
+    ceiling = copy_ceiling_gbs()
     print(f"device {torch.cuda.get_device_name()}: copy ceiling {ceiling:.0f} GB/s")
     print("SGLang has no entropy op of its own: the baseline is the torch fp32 reference")
     print(f"{'B':>5} {'kernel us':>10} {'GB/s':>7} {'% ceil':>7} {'torch us':>9} {'speedup':>8}")
     for B in BATCHES:
         z = (torch.randn(B, V, device="cuda") * 3).to(torch.bfloat16)  # [B, V]
-        got, want = softmax_entropy(z), softmax_entropy_ref(z)
-        if not torch.allclose(got, want, atol=3e-4, rtol=0):
-            err = (got - want).abs().max().item()
-            print(f"B={B}: kernel differs from the reference by {err:.3g}; refusing to time it")
+        if not agrees(f"B={B}", softmax_entropy(z), softmax_entropy_ref(z), atol=3e-4, rtol=0):
             return 1
         ms = do_bench(lambda z=z: softmax_entropy(z))
         ms_ref = do_bench(lambda z=z: softmax_entropy_ref(z))

@@ -9,6 +9,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import buffers
+
 CHUNK = 16384  # vocab entries per program: V = 248,320 splits over 16 programs per row
 BLOCK = 1024
 
@@ -80,25 +82,20 @@ def _entropy_combine_kernel(
         tl.store(argmax_ptr + row, tl.min(tl.where(m == m_all, arg, 2147483647), axis=0))
 
 
-def new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Output allocation; tests replace it with a NaN / -1 filled one so unwritten lanes fail."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
 def _launch(logits: torch.Tensor, with_max: bool):
     assert logits.ndim == 2 and logits.stride(1) == 1, "logits: [B, V], rows contiguous"
     B, V = logits.shape
     chunk = min(CHUNK, triton.cdiv(V, BLOCK) * BLOCK)
     n_chunks = triton.cdiv(V, chunk)
     dev = logits.device
-    m, s, t = (new_output((B, n_chunks), torch.float32, dev) for _ in range(3))
-    arg = new_output((B, n_chunks), torch.int32, dev)
+    m, s, t = (buffers.empty((B, n_chunks), torch.float32, dev) for _ in range(3))
+    arg = buffers.empty((B, n_chunks), torch.int32, dev)
     _entropy_chunk_kernel[(B, n_chunks)](
         logits, m, s, t, arg, V, logits.stride(0), n_chunks, CHUNK=chunk, BLOCK=BLOCK
     )
-    entropy = new_output((B,), torch.float32, dev)
-    max_prob = new_output((B,), torch.float32, dev)
-    argmax = new_output((B,), torch.int64, dev)
+    entropy = buffers.empty((B,), torch.float32, dev)
+    max_prob = buffers.empty((B,), torch.float32, dev)
+    argmax = buffers.empty((B,), torch.int64, dev)
     _entropy_combine_kernel[(B,)](
         m, s, t, arg, entropy, max_prob, argmax,
         n_chunks, WITH_MAX=with_max, NC=triton.next_power_of_2(n_chunks),

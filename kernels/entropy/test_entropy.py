@@ -1,7 +1,7 @@
 """Softmax entropy: the torch reference by hand, then the Triton kernel against it on odd shapes.
 
 Kernel cases run on CUDA, or on CPU under TRITON_INTERPRET=1 (set by the root conftest) in
-fp32 / fp16; the bf16 case is `gpu` only.
+fp32 / fp16; the bf16 case is `gpu` only. Outputs start poisoned (rio_kernels.testing).
 """
 
 from __future__ import annotations
@@ -13,20 +13,9 @@ import torch
 
 from rio_kernels.entropy import kernel
 from rio_kernels.entropy.ref import softmax_entropy_max_ref, softmax_entropy_ref
+from rio_kernels.testing import DEVICE, poisoned_outputs  # noqa: F401 (autouse)
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NEG = float("-inf")
-
-
-@pytest.fixture
-def poisoned(monkeypatch):
-    """Outputs start as NaN / -7 so a lane the kernel forgets to write fails the comparison."""
-
-    def new_output(shape, dtype, device):
-        fill = float("nan") if dtype.is_floating_point else -7
-        return torch.full(shape, fill, dtype=dtype, device=device)
-
-    monkeypatch.setattr(kernel, "new_output", new_output)
 
 
 def test_ref_by_hand() -> None:
@@ -82,7 +71,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("B, V, kind, dtype", CASES, ids=[f"{c[0]}x{c[1]}-{c[2]}" for c in CASES])
-def test_kernel_matches_ref(B, V, kind, dtype, poisoned) -> None:
+def test_kernel_matches_ref(B, V, kind, dtype) -> None:
     z = _rows(B, V, kind).to(dtype).to(DEVICE)
     h, p, a = kernel.softmax_entropy_max(z)
     rh, rp, ra = softmax_entropy_max_ref(z)
@@ -93,14 +82,14 @@ def test_kernel_matches_ref(B, V, kind, dtype, poisoned) -> None:
     torch.testing.assert_close(kernel.softmax_entropy(z), rh, atol=1e-4, rtol=1e-5)
 
 
-def test_kernel_strided_rows(poisoned) -> None:
+def test_kernel_strided_rows() -> None:
     wide = _rows(3, 5000, "randn").to(DEVICE)
     z = wide[:, :4097]  # rows 5000 apart
     torch.testing.assert_close(kernel.softmax_entropy(z), softmax_entropy_ref(z), atol=1e-4,
                                rtol=1e-5)
 
 
-def test_kernel_real_vocab(poisoned) -> None:
+def test_kernel_real_vocab() -> None:
     z = _rows(2, 248320, "randn").to(DEVICE)  # Qwen3.5 vocabulary: not a block multiple
     z[1, 100000:] = NEG
     h, p, a = kernel.softmax_entropy_max(z)
@@ -114,7 +103,7 @@ def test_kernel_real_vocab(poisoned) -> None:
 
 
 @pytest.mark.gpu
-def test_kernel_bf16_gpu(poisoned) -> None:
+def test_kernel_bf16_gpu() -> None:
     z = _rows(64, 248320, "randn").to("cuda", torch.bfloat16)
     z[:8, ::3] = NEG
     h, p, a = kernel.softmax_entropy_max(z)

@@ -1,8 +1,10 @@
-"""Routed-expert MoE: Triton kernel (`fused_moe`) and its fp32 plain-torch reference."""
+"""Routed-expert MoE: Triton kernel (`fused_moe`), its fp32 plain-torch reference
+(`fused_moe_ref`), the model's routing (`route_topk`, `ep_expert_map`) and FP8 helpers (`fp8`)."""
 
+from .. import lazy_exports
 from . import fp8
-from .kernel import MoeConfig, fused_moe, moe_flops_bytes, pick_config
-from .ref import ep_expert_map, fused_moe_ref, route_topk
+from .ref import fused_moe_ref
+from .routing import ep_expert_map, route_topk
 
 __all__ = [
     "MoeConfig",
@@ -14,3 +16,5 @@ __all__ = [
     "pick_config",
     "route_topk",
 ]
+__getattr__ = lazy_exports(__name__, {"fused_moe": "kernel", "moe_flops_bytes": "kernel",
+                                      "MoeConfig": "configs", "pick_config": "configs"})

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import buffers
+
 
 class ExpertBlocks(NamedTuple):
     """Pairs (p = t * topk + k) grouped by expert, each group padded to a BLOCK_M multiple.
@@ -28,8 +30,9 @@ class ExpertBlocks(NamedTuple):
 
 
 def workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Every scratch buffer of fused_moe comes from here, so tests can poison them all."""
-    return torch.empty(shape, dtype=dtype, device=device)
+    """Every scratch buffer of fused_moe comes from here: the shared `buffers.empty`, which the
+    kernel tests poison."""
+    return buffers.empty(shape, dtype, device)
 
 
 PARALLEL_MIN_PAIRS = 1024  # above this many pairs the parallel align runs

@@ -19,9 +19,11 @@ import time
 
 import torch
 
+from ..benchmark import copy_ceiling_gbs
 from . import align, fp8
 from .kernel import fused_moe, moe_flops_bytes, pick_config
-from .ref import ep_expert_map, fused_moe_ref, route_topk
+from .ref import fused_moe_ref
+from .routing import ep_expert_map, route_topk
 from .small_t import SMALL_T_MAX_PAIRS, max_pairs
 
 DEVICE, ACT = "cuda", torch.bfloat16  # a CPU smoke run of this script may change both
@@ -47,15 +49,6 @@ def parse_args(argv):
     p.add_argument("--no-anchor", action="store_true", help="skip torch._grouped_mm")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     return p.parse_args(argv)
-
-
-def copy_ceiling_gbs(nbytes: int = 1 << 30) -> float:
-    """Device memory ceiling: a 1 GiB device-to-device copy (read + write), median."""
-    from triton.testing import do_bench
-
-    src = torch.empty(nbytes, dtype=torch.uint8, device=DEVICE)
-    dst = torch.empty_like(src)
-    return 2 * nbytes / do_bench(lambda: dst.copy_(src), return_mode="median") / 1e6
 
 
 def make_experts(inter: int, seed: int, chunk: int = 32):
@@ -100,7 +93,7 @@ class Bench:
 
         self.eager, self.graph = do_bench, do_bench_cudagraph
         self.out_dir, self.rows = out_dir, []
-        self.ceiling = copy_ceiling_gbs()
+        self.ceiling = copy_ceiling_gbs(DEVICE)
         device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
         self.meta = {"device": device, "torch": torch.__version__,
                      "date": time.strftime("%Y-%m-%d"), "copy_ceiling_gbs": self.ceiling,

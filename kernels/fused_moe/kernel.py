@@ -36,7 +36,7 @@ def fused_moe(
     topk_weights: [T, topk] (fp32); topk_ids: [T, topk] int global ids. Returns [T, H] x.dtype.
     Tensor parallel: pass the I-shard (w13 [E, 2I/tp, H], w2 [E, H, I/tp]); the caller sums.
     Expert parallel: pass the local experts and expert_map [E_global] (global -> local or -1,
-    see ref.ep_expert_map); non-local slots and negative ids contribute 0.
+    see routing.ep_expert_map); non-local slots and negative ids contribute 0.
     config: grouped-path tiles (default pick_config); out: optional [T, H] x.dtype buffer.
     Weights: x.dtype, or FP8 experts: w13 / w2 in e4m3 with w13_scale / w2_scale as in fp8.py
     (block_shape (bn, bk) for block scales [E, ceil(N/bn), ceil(K/bk)], None for per-channel

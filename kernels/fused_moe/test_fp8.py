@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rio_kernels.fused_moe import ep_expert_map, fp8, fused_moe, fused_moe_ref, route_topk
+from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
 
 
 def test_block_scales_by_hand():

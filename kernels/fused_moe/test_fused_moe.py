@@ -1,19 +1,16 @@
 """fused_moe (Triton) against fused_moe_ref on the shapes MoE kernels get wrong; ref checked by hand.
 
-CPU: runs under TRITON_INTERPRET=1 in fp16/fp32; the bf16 case needs CUDA (marker gpu).
+CPU: runs under TRITON_INTERPRET=1 in fp16/fp32; the bf16 case needs CUDA (marker gpu). Every
+scratch buffer starts poisoned (rio_kernels.testing), so an unwritten row or index fails.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from rio_kernels.fused_moe import (
     MoeConfig,
@@ -25,23 +22,8 @@ from rio_kernels.fused_moe import (
     route_topk,
     small_t,
 )
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
-TOL = {FP32: {"atol": 1e-4, "rtol": 1e-4}, FP16: {"atol": 1e-2, "rtol": 1e-2},
-       BF16: {"atol": 3e-2, "rtol": 3e-2}}
-INT_POISON = 1 << 30
-
-
-@pytest.fixture(autouse=True)
-def poisoned_workspace(monkeypatch):
-    """Every scratch buffer starts as NaN (floats) or an out-of-range index (ints)."""
-
-    def poisoned(shape, dtype, device):
-        fill = float("nan") if dtype.is_floating_point else INT_POISON
-        return torch.full(shape, fill, dtype=dtype, device=device)
-
-    monkeypatch.setattr(align, "workspace", poisoned)
+from rio_kernels.testing import BF16, DEVICE, FP16, FP32, poisoned_outputs  # noqa: F401 (autouse)
+from rio_kernels.testing import TOL_TWO_GEMMS as TOL
 
 
 def make_inputs(T, H, I, E, topk, dtype, routing="random", seed=0):

@@ -22,7 +22,8 @@ import torch
 from . import bench_fused_moe as bench
 from .configs import MoeConfig, table_key, table_path
 from .kernel import fused_moe
-from .ref import fused_moe_ref, route_topk
+from .ref import fused_moe_ref
+from .routing import route_topk
 
 CANDIDATES = [  # (block_m, block_n, block_k, num_warps, num_stages)
     (16, 64, 128, 4, 3), (32, 64, 128, 4, 3), (64, 64, 64, 4, 3), (64, 128, 64, 4, 3),

@@ -13,23 +13,7 @@ import torch
 V, H = 248320, 4096  # Qwen3.5-397B vocabulary and hidden size
 BATCHES = (1, 8, 64)
 TOPKS = (64, 1024)
-
-
-def copy_ceiling_gbps() -> float:
-    """The device's measured memory ceiling: read + write of a 1 GiB copy."""
-    from triton.testing import do_bench
-
-    src = torch.empty(2**28, dtype=torch.float32, device="cuda")
-    dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / do_bench(lambda: dst.copy_(src)) / 1e6
-
-
-def _check(name: str, got: torch.Tensor, want: torch.Tensor) -> bool:
-    if torch.allclose(got.float(), want.float(), atol=2e-2, rtol=2e-2):
-        return True
-    err = (got.float() - want.float()).abs().max().item()
-    print(f"{name}: kernel differs from the reference by {err:.3g}; refusing to time it")
-    return False
+TOL = {"atol": 2e-2, "rtol": 2e-2}  # bf16 weights
 
 
 def main() -> int:
@@ -38,17 +22,18 @@ def main() -> int:
         return 0
     from triton.testing import do_bench
 
+    from rio_kernels.benchmark import agrees, copy_ceiling_gbs
     from rio_kernels.soft_embed import kernel
     from rio_kernels.soft_embed.ref import soft_embed_ref, soft_embed_topk_ref
 
-    ceiling = copy_ceiling_gbps()
+    ceiling = copy_ceiling_gbs()
     weight = torch.randn(V, H, device="cuda").to(torch.bfloat16)  # [V, H]
     print(f"device {torch.cuda.get_device_name()}: copy ceiling {ceiling:.0f} GB/s")
     print(f"{'op':>12} {'B':>4} {'kernel us':>10} {'GB/s':>7} {'% ceil':>7} {'base us':>9}")
     for B in BATCHES:
         probs = torch.softmax(torch.randn(B, V, device="cuda") * 3, dim=-1)  # [B, V] fp32
         got = kernel.soft_embed(probs, weight)
-        if not _check(f"dense B={B}", got, soft_embed_ref(probs, weight)):
+        if not agrees(f"dense B={B}", got, soft_embed_ref(probs, weight), **TOL):
             return 1
         p16 = probs.to(torch.bfloat16)
         rows = [("dense", lambda p=probs: kernel.soft_embed(p, weight),
@@ -56,7 +41,7 @@ def main() -> int:
         for k in TOPKS:
             vals, ids = torch.topk(probs, k, dim=-1)  # [B, k]
             got = kernel.soft_embed_topk(vals, ids, weight)
-            if not _check(f"top-{k} B={B}", got, soft_embed_topk_ref(vals, ids, weight)):
+            if not agrees(f"top-{k} B={B}", got, soft_embed_topk_ref(vals, ids, weight), **TOL):
                 return 1
             rows.append((f"top-{k}", lambda v=vals, i=ids: kernel.soft_embed_topk(v, i, weight),
                          lambda v=vals, i=ids: torch.einsum("bk,bkh->bh", v.to(weight.dtype),

@@ -10,16 +10,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import buffers
+
 BLOCK_B = 16  # tl.dot needs >= 16 rows
 BLOCK_V = 64
 BLOCK_H = 64
 BLOCK_K = 64
 V_PER_SPLIT = 8192  # the vocabulary is split over programs, partial sums added in fp32
-
-
-def new_output(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Output allocation; tests replace it with a NaN filled one so unwritten lanes fail."""
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 @triton.jit
@@ -93,7 +90,7 @@ def soft_embed(probs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     H = weight.shape[1]
     v_per_split = min(V_PER_SPLIT, triton.cdiv(V, BLOCK_V) * BLOCK_V)
     splits = triton.cdiv(V, v_per_split)
-    part = new_output((splits, B, H), torch.float32, probs.device)
+    part = buffers.empty((splits, B, H), torch.float32, probs.device)
     grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(H, BLOCK_H), splits)
     _dense_kernel[grid](
         probs, weight, part, B, V, H, probs.stride(0), weight.stride(0), v_per_split,
@@ -113,7 +110,7 @@ def soft_embed_topk(probs: torch.Tensor, ids: torch.Tensor, weight: torch.Tensor
     assert probs.shape == ids.shape and probs.stride(1) == 1 and ids.stride(1) == 1
     B, K = probs.shape
     H = weight.shape[1]
-    out = new_output((B, H), weight.dtype, weight.device)
+    out = buffers.empty((B, H), weight.dtype, weight.device)
     _topk_kernel[(B, triton.cdiv(H, BLOCK_H))](
         probs, ids, weight, out, K, H, probs.stride(0), ids.stride(0), weight.stride(0),
         BLOCK_K=BLOCK_K, BLOCK_H=BLOCK_H,
@@ -131,7 +128,7 @@ def delimiter_blend(
     """
     assert x.stride(1) == 1 and weight.stride(1) == 1
     B, H = x.shape
-    out = new_output((B, H), x.dtype, x.device)
+    out = buffers.empty((B, H), x.dtype, x.device)
     _blend_kernel[(B, triton.cdiv(H, BLOCK_H))](
         x, weight, ids, a, out, H, x.stride(0), weight.stride(0), BLOCK_H=BLOCK_H
     )

@@ -1,7 +1,8 @@
 """Soft embeddings: the torch references by hand, then the Triton kernels against them.
 
 Kernel cases run on CUDA, or on CPU under TRITON_INTERPRET=1 (set by the root conftest) in
-fp32 / fp16; the bf16 case is `gpu` only.
+fp32 / fp16; the bf16 case is `gpu` only. Outputs (and split partials) start poisoned
+(rio_kernels.testing).
 """
 
 from __future__ import annotations
@@ -11,18 +12,7 @@ import torch
 
 from rio_kernels.soft_embed import kernel
 from rio_kernels.soft_embed.ref import delimiter_blend_ref, soft_embed_ref, soft_embed_topk_ref
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture
-def poisoned(monkeypatch):
-    """Outputs (and split partials) start as NaN so an unwritten lane fails the comparison."""
-
-    def new_output(shape, dtype, device):
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-    monkeypatch.setattr(kernel, "new_output", new_output)
+from rio_kernels.testing import BF16, DEVICE, FP32, TOL, poisoned_outputs  # noqa: F401 (autouse)
 
 
 def _inputs(B: int, V: int, H: int, dtype: torch.dtype, seed: int = 0):
@@ -56,16 +46,15 @@ DENSE = [
 
 
 @pytest.mark.parametrize("B, V, H, dtype", DENSE, ids=[f"{c[0]}x{c[1]}x{c[2]}" for c in DENSE])
-def test_dense_matches_ref(B, V, H, dtype, poisoned) -> None:
+def test_dense_matches_ref(B, V, H, dtype) -> None:
     probs, weight = _inputs(B, V, H, dtype)
     out = kernel.soft_embed(probs, weight)
     assert out.dtype == dtype and out.shape == (B, H)
-    tol = 1e-5 if dtype == torch.float32 else 2e-3
-    torch.testing.assert_close(out, soft_embed_ref(probs, weight), atol=tol, rtol=tol)
+    torch.testing.assert_close(out, soft_embed_ref(probs, weight), **TOL[dtype])
 
 
 @pytest.mark.parametrize("V", [7, 3001])
-def test_one_hot_is_an_embedding_lookup(V, poisoned) -> None:
+def test_one_hot_is_an_embedding_lookup(V) -> None:
     _, weight = _inputs(3, V, 40, torch.float32)
     ids = torch.tensor([0, V - 1, V // 2], device=DEVICE)
     one_hot = torch.nn.functional.one_hot(ids, V).float()  # [3, V]
@@ -84,22 +73,20 @@ TOPK = [
 
 
 @pytest.mark.parametrize("B, V, K, H, dtype", TOPK, ids=[f"{c[0]}x{c[1]}k{c[2]}" for c in TOPK])
-def test_topk_matches_ref(B, V, K, H, dtype, poisoned) -> None:
+def test_topk_matches_ref(B, V, K, H, dtype) -> None:
     probs, weight = _inputs(B, V, H, dtype)
     vals, ids = torch.topk(probs, K, dim=-1)  # [B, K]
     ids[0, K // 2:] = -1  # empty slots are skipped
     out = kernel.soft_embed_topk(vals, ids, weight)
-    tol = 1e-5 if dtype == torch.float32 else 2e-3
-    torch.testing.assert_close(out, soft_embed_topk_ref(vals, ids, weight), atol=tol, rtol=tol)
+    torch.testing.assert_close(out, soft_embed_topk_ref(vals, ids, weight), **TOL[dtype])
 
 
-def test_topk_with_k_equal_v_is_the_dense_mixture(poisoned) -> None:
+def test_topk_with_k_equal_v_is_the_dense_mixture() -> None:
     probs, weight = _inputs(3, 2049, 96, torch.float32)
     vals, ids = torch.topk(probs, 2049, dim=-1)
     dense = kernel.soft_embed(probs, weight)
-    torch.testing.assert_close(kernel.soft_embed_topk(vals, ids, weight), dense, atol=1e-5,
-                               rtol=1e-5)
-    torch.testing.assert_close(dense, probs @ weight, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kernel.soft_embed_topk(vals, ids, weight), dense, **TOL[FP32])
+    torch.testing.assert_close(dense, probs @ weight, **TOL[FP32])
 
 
 # (B, H, dtype)
@@ -107,7 +94,7 @@ BLEND = [(1, 5, torch.float32), (6, 130, torch.float32), (4, 64, torch.float16)]
 
 
 @pytest.mark.parametrize("B, H, dtype", BLEND, ids=[f"{c[0]}x{c[1]}" for c in BLEND])
-def test_blend_matches_ref(B, H, dtype, poisoned) -> None:
+def test_blend_matches_ref(B, H, dtype) -> None:
     V = 300
     g = torch.Generator().manual_seed(3)
     weight = torch.randn(V, H, generator=g).to(dtype).to(DEVICE)
@@ -125,12 +112,12 @@ def test_blend_matches_ref(B, H, dtype, poisoned) -> None:
 
 
 @pytest.mark.gpu
-def test_bf16_gpu(poisoned) -> None:
+def test_bf16_gpu() -> None:
     probs, weight = _inputs(32, 248320, 256, torch.bfloat16)
     ref = soft_embed_ref(probs, weight).float()
-    torch.testing.assert_close(kernel.soft_embed(probs, weight).float(), ref, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(kernel.soft_embed(probs, weight).float(), ref, **TOL[BF16])
     vals, ids = torch.topk(probs, 64, dim=-1)
     torch.testing.assert_close(kernel.soft_embed_topk(vals, ids, weight).float(),
-                               soft_embed_topk_ref(vals, ids, weight).float(), atol=2e-2, rtol=2e-2)
+                               soft_embed_topk_ref(vals, ids, weight).float(), **TOL[BF16])
     one_hot = torch.nn.functional.one_hot(ids[:, 0], 248320).float()
     assert torch.equal(kernel.soft_embed(one_hot, weight), weight[ids[:, 0]])

@@ -1,4 +1,5 @@
-"""Host side of the fused SwiReasoning step: buffers, grids and the three launches (kernel.py).
+"""Host side of the fused SwiReasoning step: buffers, grids and the three launches (kernel.py,
+update.py).
 
 `pre_sample` runs where SGLang hands over the raw logits (before grammar masks and temperature
 touch them), `post_sample` once the batch's tokens are sampled. Neither synchronises with the
@@ -14,7 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import buffers
 from . import kernel as K
+from . import update as U
 from .layout import INT_COL, STAT_FIELDS
 
 _ROUND = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
@@ -61,16 +64,11 @@ def row_stats(logits: torch.Tensor, rows: torch.Tensor, vocab: int, dtype: torch
     R = rows.numel()
     chunk = min(K.CHUNK, triton.cdiv(vocab, K.BLOCK) * K.BLOCK)
     nc = triton.cdiv(vocab, chunk)
-    m, s, t = (torch.empty(R, nc, dtype=torch.float32, device=logits.device) for _ in range(3))
+    m, s, t = (buffers.empty((R, nc), torch.float32, logits.device) for _ in range(3))
     if R:
         K._stats_kernel[(R, nc)](logits, rows, m, s, t, vocab, logits.stride(0), nc,
                                  CHUNK=chunk, BLOCK=K.BLOCK, ROUND_TYPE=_ROUND[dtype])
     return m, s, t
-
-
-def new_partials(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
-    """[NS, R, H] fp32, left unwritten for rows that need no mixture (tests fill it with NaN)."""
-    return torch.empty(shape, dtype=torch.float32, device=device)
 
 
 def mix_grid(R: int, H: int, v_len: int, block_h: int = K.MIX_BLOCK_H,
@@ -129,7 +127,8 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
                          4, 1, target=1)
     block_h, block_v = tiles.block_h, tiles.block_v
     block_r, n_hb, ns, split_len, n_rb = mix_grid(R, H, v_len, block_h, block_v, tiles.target)
-    partials = new_partials((ns, R, H), logits.device)
+    # [NS, R, H], left unwritten for rows that need no mixture (poisoned in the tests)
+    partials = buffers.empty((ns, R, H), torch.float32, logits.device)
     if R:
         K._mix_kernel[(n_hb, ns, n_rb)](
             logits, rows, slots, m, s, t, tables.ints, tables.floats, table, partials,
@@ -159,7 +158,7 @@ def post_sample(pre: PreSample, tokens: torch.Tensor, tables: StepTables) -> tor
     Returns row_out [R, 2] int32: (history column written or -1, latent?). One launch.
     Bytes: ~200 B of state per row + (rows going soft) NS * H * 4 + H * b."""
     R = pre.rows.numel()
-    row_out = torch.empty(R, 2, dtype=torch.int32, device=tokens.device)
+    row_out = buffers.empty((R, 2), torch.int32, tokens.device)
     if R == 0:
         return row_out
     t = tables
@@ -169,7 +168,7 @@ def post_sample(pre: PreSample, tokens: torch.Tensor, tables: StepTables) -> tor
     Q = t.queue.shape[1]
     sparse = pre.sparse if pre.sparse is not None else pre.partials
     block_r = 1 if tokens.is_cuda else triton.next_power_of_2(R)  # interpreter: one program
-    K._update_kernel[(triton.cdiv(R, block_r),)](
+    U._update_kernel[(triton.cdiv(R, block_r),)](
         pre.rows, pre.slots, tokens, pre.m, pre.s, pre.t, t.ints, t.floats, t.queue,
         t.convergence, t.termination, t.math_mask, pre.partials, sparse, t.special, t.pending,
         t.use, t.history, t.stats, row_out,

@@ -45,3 +45,9 @@ def reasoning_default() -> str | None:
     '{"mode": "switch"}' (unset: requests without a spec decode plainly). Parsed and checked in
     runtime/defaults.py."""
     return os.environ.get(REASONING_DEFAULT) or None
+
+
+def moe_w8a8() -> bool:
+    """RIO_MOE_W8A8=1: FP8 experts quantize activations to e4m3 on the prefill (grouped) path
+    and use fp8 tensor cores (`fused_moe(act_quant=True)`). Opt-in: its speed is not measured."""
+    return _flag("RIO_MOE_W8A8")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from rio_kernels.fused_moe import fp8
+from rio_sglang import env
 
 log = logging.getLogger(__name__)
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -78,6 +79,7 @@ class ExpertStore(nn.Module):
         self.moe_tp_rank, self.moe_tp_size = moe_tp
         self.i_tp = i_tp = i // self.moe_tp_size
         self.quant = quant
+        self.act_quant = quant is not None and env.moe_w8a8()  # w8a8 prefill, opt-in
         wdtype = dtype if quant is None else fp8.FP8
         self.w13 = nn.Parameter(torch.empty(e_local, 2 * i_tp, h, dtype=wdtype), requires_grad=False)
         self.w2 = nn.Parameter(torch.empty(e_local, h, i_tp, dtype=wdtype), requires_grad=False)
@@ -105,7 +107,7 @@ class ExpertStore(nn.Module):
         if self.quant is None:
             return {}
         return {"w13_scale": self.w13_scale, "w2_scale": self.w2_scale,
-                "block_shape": self.quant.block}
+                "block_shape": self.quant.block, "act_quant": self.act_quant}
 
     def load_expert(self, e: int, which: str, w: torch.Tensor, name: str,
                     part: str = "weight") -> list[str]:

@@ -207,3 +207,18 @@ def test_sglang_quant_configs_convert_what_the_writer_says(linears):
         kept = prefix in KEPT or not linears
         assert is_layer_skipped(prefix, block.ignored_layers) == kept, prefix
         assert should_ignore_layer(prefix, ignore) == kept, prefix
+
+
+# (RIO_MOE_W8A8, experts, fused_moe's act_quant): w8a8 prefill is opt-in, for FP8 experts only.
+W8A8_SWITCH = [(None, "block", False), ("0", "channel", False), ("1", "block", True),
+               ("1", "channel", True), ("1", "bf16", None)]
+
+
+@pytest.mark.parametrize("flag, kind, act_quant", W8A8_SWITCH)
+def test_w8a8_prefill_is_opt_in(monkeypatch, flag, kind, act_quant):
+    if flag is None:
+        monkeypatch.delenv("RIO_MOE_W8A8", raising=False)
+    else:
+        monkeypatch.setenv("RIO_MOE_W8A8", flag)
+    store = ExpertStore(E, E, 0, H, I, (0, 1), QUANT[kind], torch.float32)
+    assert store.scales().get("act_quant") is act_quant

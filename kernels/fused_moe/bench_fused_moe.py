@@ -1,7 +1,8 @@
 """Time fused_moe at Rio's shapes (E=512, top-10, H=4096): bf16 and FP8 (e4m3, 128 x 128 block
 scales, w8a16) weights side by side, the small-T and grouped paths, CUDA graphs for decode
 sizes (T=1 also eager), eager prefill, the align alone, and torch._grouped_mm as a torch-native
-anchor. GPU only.
+anchor; on the grouped path also FP8 w8a8 (act_quant: e4m3 activations per 128-wide token
+group, fp8 tensor cores) and its TFLOP/s over bf16's. GPU only.
 
 python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 8 32 64 4096] [--tp 8 1] [--out DIR]
 Every kernel is checked against fused_moe_ref on its inputs before it is timed (WRONG rows are
@@ -125,7 +126,8 @@ class Bench:
 
 def markdown(meta: dict, rows: list[dict]) -> str:
     head = (f"{meta['device']}, {meta['date']}, copy ceiling {meta['copy_ceiling_gbs']:.0f} GB/s,"
-            f" E={E} top-{TOPK} H={H}, fp8 = e4m3 weights + {BLOCK} block scales (w8a16)")
+            f" E={E} top-{TOPK} H={H}, fp8 = e4m3 weights + {BLOCK} block scales (w8a16); "
+            f"fp8 w8a8 = also e4m3 activations, {BLOCK[1]}-wide token groups (grouped path)")
     lines = [head, "",
              "| layout | T | kernel | path | mode | ms | fraction of copy ceiling | TFLOP/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -138,7 +140,20 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             cells = f"WRONG (max err {r['max_err']:.3g}) | - | -"
         lines.append(f"| {r['layout']} | {r['T']} | {r['kernel']} | {r.get('path', '-')} "
                      f"| {r.get('mode', 'eager')} | {cells} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + w8a8_speedups(rows)) + "\n"
+
+
+def w8a8_speedups(rows: list[dict]) -> list[str]:
+    """One line per w8a8 row: its TFLOP/s over the bf16 grouped row of the same layout and T."""
+    bf16 = {(r["layout"], r["T"]): r for r in rows
+            if r["kernel"] == "bf16" and r.get("path") == "grouped" and "ms" in r}
+    lines = []
+    for r in rows:
+        base = bf16.get((r["layout"], r["T"]))
+        if r["kernel"] == "fp8 w8a8" and "ms" in r and base:
+            lines.append(f"w8a8 / bf16 TFLOP/s, {r['layout']} T={r['T']}: "
+                         f"{r['tflops'] / base['tflops']:.2f}")
+    return lines
 
 
 def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=None) -> None:
@@ -153,12 +168,20 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
         auto_small = T * TOPK <= max_pairs(inter)
         paths = [auto_small] + ([not auto_small] if T in BOTH_PATHS_T else [])
         call_ms = None
+        fp8_kw = {"w13_scale": s13, "w2_scale": s2, "block_shape": BLOCK}
+        refs = {False: ref}  # by act_quant; w8a8's reference computed when first needed
         for kernel, (a, b_, kw, wb) in {
             "bf16": (w13, w2, {}, None),
-            "fp8": (q13, q2, {"w13_scale": s13, "w2_scale": s2, "block_shape": BLOCK}, 1),
+            "fp8": (q13, q2, fp8_kw, 1),
+            "fp8 w8a8": (q13, q2, {**fp8_kw, "act_quant": True}, 1),
         }.items():
             flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2, wb, BLOCK, ep_size=ep)
-            for small in paths:
+            a8 = "act_quant" in kw
+            runs = [p for p in paths if not (a8 and p)]  # w8a8: grouped path only
+            if runs and a8 not in refs:
+                refs[a8] = fused_moe_ref(x, q13, q2, tw, ids, expert_map=emap, act_quant=True,
+                                         **fp8_kw).float()
+            for small in runs:
                 fn = functools.partial(fused_moe, x, a, b_, tw, ids, expert_map=emap,
                                        small_t=small, **kw)
                 base = {"layout": layout, "T": T, "kernel": kernel,
@@ -167,7 +190,7 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                 if T == 1:
                     modes = [False, True]
                 for graph in modes:
-                    r = b.measure(dict(base), fn, ref, flops, nbytes, graph)
+                    r = b.measure(dict(base), fn, refs[a8], flops, nbytes, graph)
                     if kernel == "bf16" and small == auto_small:
                         call_ms = r.get("ms")
         if anchor and T in ANCHOR_T:

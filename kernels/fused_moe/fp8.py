@@ -62,3 +62,22 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, block: tuple[int, int] | No
     else:
         full = _expand(scale.float(), q.shape, block)
     return (q.float() * full).to(dtype)
+
+
+def quantize_act(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token-group activation quantization (w8a8), the reference of act_quant.py's kernel:
+    x: [R, K] float -> (q [R, K] e4m3, scale [R, ceil(K/group)] fp32), one scale per `group`
+    consecutive columns of a row; group = K: one per row (per-token dynamic scales)."""
+    return quantize_block(x, (1, group))
+
+
+def act_group(block: tuple[int, int] | None, k: int) -> int:
+    """Activation group width for a GEMM reducing over k: the weight block's K width, or the
+    whole row (per-token scales) for channel-scaled weights."""
+    return k if block is None else block[1]
+
+
+def act_round_trip(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x: [R, K] -> [R, K] fp32, quantized per token group and dequantized (what w8a8 sees)."""
+    q, scale = quantize_act(x, group)
+    return dequantize(q, scale, (1, group))

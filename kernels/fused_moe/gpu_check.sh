@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one GPU check of kernels/fused_moe (torch + triton + pytest only, no SGLang, no network):
-# the gpu-marked tests of this folder, then bench_fused_moe (checks each kernel against the
-# reference on fresh data, then times it). Results land in $OUT (default bench/out).
+# the gpu-marked tests of this folder (w8a8 prefill included), then bench_fused_moe (checks each
+# kernel against the reference on fresh data, then times it; its last lines give w8a8 / bf16
+# TFLOP/s). Results land in $OUT (default bench/out).
 # usage, from anywhere:  OUT=/some/dir bash kernels/fused_moe/gpu_check.sh [bench args...]
 set -uo pipefail
 cd "$(dirname "$0")/../.."

@@ -8,6 +8,7 @@ import math as _math
 
 import torch
 
+from . import act_quant as _aq
 from . import fp8 as _fp8
 from . import grouped as _grouped
 from . import scales as _scales
@@ -29,6 +30,7 @@ def fused_moe(
     w2_scale: torch.Tensor | None = None,
     block_shape: tuple[int, int] | None = None,
     small_t: bool | None = None,
+    act_quant: bool = False,
 ) -> torch.Tensor:
     """out[t] = sum_k w[t, k] * W2[e] @ (silu(W1g[e] @ x[t]) * (W1u[e] @ x[t])), e = topk_ids[t, k].
 
@@ -43,6 +45,9 @@ def fused_moe(
     scales [E, N]); the kernels read the e4m3 bytes and compute with x.dtype activations (w8a16).
     small_t: force (True) or forbid (False) the small-T path; None: T * topk <=
     small_t.max_pairs(I) (the bound is justified in small_t.py).
+    act_quant: FP8 experts only, opt-in: the grouped path quantizes activations to e4m3 per
+    token group (act_quant.py) and runs e4m3 x e4m3 tensor-core GEMMs (w8a8) where the weight
+    block's K width is >= act_quant.MIN_BLOCK_K (channel scales: always); small-T stays w8a16.
     Paths: small-T (small_t.py: gate-up GEMV per pair, down + top-k combine per token, two
     launches) or grouped (grouped.py: align pairs by expert, gate-up GEMM with SiLU-and-mul into
     [T*topk, I], down GEMM times the routing weight into [T*topk, H], sum over topk).
@@ -63,6 +68,8 @@ def fused_moe(
     if topk_weights.shape != topk_ids.shape or topk_ids.shape[0] != T:
         raise ValueError(f"routing {tuple(topk_weights.shape)} / {tuple(topk_ids.shape)}, T={T}")
     _scales.check_weights(x, w13, w2, w13_scale, w2_scale)
+    if act_quant and w13_scale is None:
+        raise ValueError("act_quant (w8a8) needs FP8 experts: w13_scale / w2_scale")
     s13 = _scales.weight_scales(w13, w13_scale, block_shape)
     s2 = _scales.weight_scales(w2, w2_scale, block_shape)
     if out is None:
@@ -81,7 +88,9 @@ def fused_moe(
         w13 = _fp8.dequantize(w13, w13_scale, block_shape, x.dtype)
         w2 = _fp8.dequantize(w2, w2_scale, block_shape, x.dtype)
         s13, s2 = _scales.weight_scales(w13, None, None), _scales.weight_scales(w2, None, None)
-    return _grouped.grouped_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13, s2, out, cfg)
+    a8_block_k = _aq.w8a8_block_k(block_shape) if act_quant and w13.dtype == _fp8.FP8 else 0
+    return _grouped.grouped_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13, s2, out, cfg,
+                                a8_block_k, block_shape)
 
 
 def moe_flops_bytes(T: int, H: int, I: int, E: int, topk: int, dtype_bytes: int,

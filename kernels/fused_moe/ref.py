@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .fp8 import dequantize
+from .fp8 import act_group, act_round_trip, dequantize
 
 
 def local_expert_ids(
@@ -33,6 +33,7 @@ def fused_moe_ref(
     w13_scale: torch.Tensor | None = None,
     w2_scale: torch.Tensor | None = None,
     block_shape: tuple[int, int] | None = None,
+    act_quant: bool = False,
 ) -> torch.Tensor:
     """out[t] = sum_k w[t, k] * W2[e] @ (silu(W1g[e] @ x[t]) * (W1u[e] @ x[t])), e = topk_ids[t, k].
 
@@ -42,7 +43,11 @@ def fused_moe_ref(
     expert is not local (or whose id is negative) contribute 0: under expert parallelism each
     rank returns its partial sum and the caller all-reduces. Returns [T, H] in x.dtype.
     FP8 experts (e4m3 w13 / w2 with scales as in fp8.py): dequantized to fp32 first.
+    act_quant (FP8 experts only; w8a8 as fused_moe's grouped path runs it): x, and h rounded to
+    x.dtype, pass through e4m3 per token group (fp8.act_group wide) before each GEMM.
     """
+    if act_quant and w13_scale is None:
+        raise ValueError("act_quant (w8a8) needs FP8 experts")
     if w13_scale is not None:
         w13 = dequantize(w13, w13_scale, block_shape)
         w2 = dequantize(w2, w2_scale, block_shape)
@@ -52,13 +57,16 @@ def fused_moe_ref(
     assert topk_weights.shape == topk_ids.shape and topk_ids.shape[0] == x.shape[0]
     ids = local_expert_ids(topk_ids, num_experts, expert_map)  # [T, topk]
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)  # [T, H]
+    xq = act_round_trip(x, act_group(block_shape, hidden)) if act_quant else x.float()  # [T, H]
     for e in range(num_experts):
         t_idx, k_idx = torch.nonzero(ids == e, as_tuple=True)  # [n], [n]
         if t_idx.numel() == 0:
             continue
-        xe = x[t_idx].float()  # [n, H]
+        xe = xq[t_idx]  # [n, H]
         gate, up = w13[e].float().split(inter, dim=0)  # [I, H], [I, H]
         h = F.silu(torch.einsum("nh,ih->ni", xe, gate)) * torch.einsum("nh,ih->ni", xe, up)  # [n, I]
+        if act_quant:
+            h = act_round_trip(h.to(x.dtype), act_group(block_shape, inter))  # [n, I]
         y = torch.einsum("ni,hi->nh", h, w2[e].float())  # [n, H]
         y = y * topk_weights[t_idx, k_idx].float()[:, None]  # [n, H]
         out.index_add_(0, t_idx, y)  # [T, H]

@@ -18,6 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import buffers
 from .fp8 import FP8
 
 TILE = 4096  # elements per program: rows x padded group
@@ -81,9 +82,9 @@ def quantize_act(x: torch.Tensor, group: int, q: torch.Tensor | None = None,
     R, K = x.shape
     groups = triton.cdiv(K, group)
     if q is None:
-        q = torch.empty((R, K), dtype=FP8, device=x.device)
+        q = buffers.empty((R, K), FP8, x.device)
     if scale is None:
-        scale = torch.empty((R, groups), dtype=torch.float32, device=x.device)
+        scale = buffers.empty((R, groups), torch.float32, x.device)
     if q.shape != (R, K) or scale.shape != (R, groups):
         raise ValueError(f"buffers {tuple(q.shape)}, {tuple(scale.shape)} for x {tuple(x.shape)}")
     if R == 0:

@@ -14,7 +14,7 @@ import torch
 
 from rio_kernels.fused_moe import act_quant, ep_expert_map, fp8, fused_moe, fused_moe_ref
 from rio_kernels.fused_moe.test_fp8 import Fp8Case, quantize, quantized_inputs
-from rio_kernels.fused_moe.test_fused_moe import poisoned_workspace  # noqa: F401 (autouse)
+from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

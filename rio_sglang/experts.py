@@ -1,7 +1,8 @@
 """Routed-expert weight storage and strict per-expert loading, bf16 or FP8 (e4m3 + scales).
 
-`SparseMoe` (layers/moe.py) is an `ExpertStore`; the loader (weights.py) calls `load_expert`
-with full checkpoint tensors. Plain torch, no SGLang import: CPU tests build a store directly.
+`SparseMoe` (layers/moe.py) is an `ExpertStore`; the loader table (weights.py) calls
+`load_expert` / `load_fused` with full checkpoint tensors. Plain torch, no SGLang import: CPU
+tests build a store directly.
 """
 
 from __future__ import annotations
@@ -72,10 +73,11 @@ class ExpertStore(nn.Module):
     w2 [E_local, H, I_tp]; with FP8 also w13_scale / w2_scale as `fp8.scale_shape` says.
     Experts [e_start, e_start + e_local) live here; I is split over the MoE-TP ranks."""
 
-    def __init__(self, e: int, e_local: int, e_start: int, h: int, i: int, moe_tp: tuple[int, int],
-                 quant: ExpertQuant | None, dtype: torch.dtype):
+    def __init__(self, num_experts: int, e_local: int, e_start: int, h: int, i: int,
+                 moe_tp: tuple[int, int], quant: ExpertQuant | None, dtype: torch.dtype):
         super().__init__()
-        self.e, self.e_local, self.e_start, self.h, self.i = e, e_local, e_start, h, i
+        self.num_experts, self.e_local, self.e_start = num_experts, e_local, e_start
+        self.h, self.i = h, i
         self.moe_tp_rank, self.moe_tp_size = moe_tp
         self.i_tp = i_tp = i // self.moe_tp_size
         self.quant = quant
@@ -94,6 +96,11 @@ class ExpertStore(nn.Module):
             shape = fp8.scale_shape(tuple(w.shape), quant.block)
             setattr(self, name, nn.Parameter(torch.empty(shape), requires_grad=False))
 
+    @property
+    def local_experts(self) -> range:
+        """The ids of the experts this rank keeps."""
+        return range(self.e_start, self.e_start + self.e_local)
+
     def expert_bytes(self) -> int:
         """Bytes of this rank's routed-expert weights and scales."""
         return sum(p.numel() * p.element_size() for p in (self.w13, self.w2, self.w13_scale,
@@ -110,10 +117,11 @@ class ExpertStore(nn.Module):
                 "block_shape": self.quant.block, "act_quant": self.act_quant}
 
     def load_expert(self, e: int, which: str, w: torch.Tensor, name: str,
-                    part: str = "weight") -> list[str]:
+                    part: str = "weight") -> bool:
         """Expert e's `which` projection, `part` "weight" or a scale name, full checkpoint
-        tensor in. Returns the parameters it filled here ([] if another EP rank owns e)."""
-        if not 0 <= e < self.e:
+        tensor in. False if another EP rank owns e (checked, not kept). KeyError: a tensor
+        this store has no place for (an expert id past E, a scale its format lacks)."""
+        if not 0 <= e < self.num_experts:
             raise KeyError(name)  # an expert this model does not have: unexpected
         q = self.quant
         if part != "weight" and (q is None or not q.serialized or part != q.scale_name):
@@ -131,17 +139,17 @@ class ExpertStore(nn.Module):
             w = w.reshape(shape)
         local = e - self.e_start
         if not 0 <= local < self.e_local:
-            return []
+            return False
         if q is not None and not q.serialized:  # bf16 in, this rank's shard quantized here
             shard = self._shard(w, down, None).to(self.w13.device)  # quantized where it lives
             wq, s = fp8.quantize_block(shard, q.block)
             self._copy("w2" if down else "w13", local, which, wq)
             self._copy("w2_scale" if down else "w13_scale", local, which, s)
-            return ["w2" if down else "w13", "w2_scale" if down else "w13_scale"]
+            return True
         target = ("w2" if down else "w13") + ("" if part == "weight" else "_scale")
         block = None if part == "weight" else (q.block or (1, 1))
         self._copy(target, local, which, self._shard(w, down, block))
-        return [target]
+        return True
 
     def _shard(self, t: torch.Tensor, down: bool, block: tuple[int, int] | None) -> torch.Tensor:
         """This MoE-TP rank's slice of I: rows of gate / up, columns of down (in blocks for a
@@ -161,23 +169,22 @@ class ExpertStore(nn.Module):
         rows = slice(0, half) if which == "gate_proj" else slice(half, 2 * half)
         param.data[local, rows].copy_(t)
 
-    def load_fused(self, which: str, w: torch.Tensor, name: str) -> int:
-        """A stacked bf16 [E, ...] tensor (transformers' layout); returns how many expert
-        projections landed here."""
+    def load_fused(self, which: str, w: torch.Tensor, name: str) -> None:
+        """A stacked bf16 `gate_up_proj` [E, 2I, H] or `down_proj` [E, H, I] (transformers'
+        layout): this rank's experts' slices."""
         if self.quant is not None and self.quant.serialized:
             raise ValueError(f"{name}: FP8 checkpoints keep per-expert tensors "
                              "(experts.N.gate_proj.weight + scale), not fused ones")
-        mine = range(self.e_start, self.e_start + self.e_local)
         if which == "down_proj":
-            _check(name, w, (self.e, self.h, self.i), None)
-            return sum(bool(self.load_expert(e, "down_proj", w[e], name)) for e in mine)
-        _check(name, w, (self.e, 2 * self.i, self.h), None)
-        n = 0
-        for e in mine:
+            _check(name, w, (self.num_experts, self.h, self.i), None)
+            for e in self.local_experts:
+                self.load_expert(e, "down_proj", w[e], name)
+            return
+        _check(name, w, (self.num_experts, 2 * self.i, self.h), None)
+        for e in self.local_experts:
             gate, up = w[e].split(self.i)
-            n += bool(self.load_expert(e, "gate_proj", gate, name))
-            n += bool(self.load_expert(e, "up_proj", up, name))
-        return n
+            self.load_expert(e, "gate_proj", gate, name)
+            self.load_expert(e, "up_proj", up, name)
 
 
 def _value(x) -> str:

@@ -1,176 +1,208 @@
-"""Checkpoint name -> our parameter: one mapping table and a thin strict loop.
+"""Checkpoint tensor -> our parameter: one table row per kind of tensor, and a thin strict loop.
 
-Called by the model's `load_weights`. Every checkpoint name must match a rule and every
-parameter of the built model must be filled (`expected_fills`), shapes checked on the way, so
-loading is strict about missing, unexpected and wrongly shaped tensors. Tensors that belong to
-another pipeline stage or expert-parallel rank (`elsewhere`, `SparseMoe.load_expert`) are left
-to it. No SGLang import here.
+Called by the models' `load_weights`. A `Row` names a checkpoint tensor (a template), the
+parameter it fills and the function that fills it. Read backwards, the same rows list the
+checkpoint tensors each parameter of this rank needs (`expected`), so loading fails naming every
+missing tensor by its checkpoint key beside the parameter it would fill, and every unexpected or
+wrongly shaped one by its key. Tensors of another pipeline stage (`elsewhere`) or expert-parallel
+rank (`ExpertStore.load_expert`) are left to it. No SGLang import here.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
-LM = r"^model\.language_model\."
-LAYER = LM + r"layers\.(\d+)\."
-# A linear layer's weight, or the scale its FP8 form adds: `weight_scale_inv` per block (Qwen's
-# FP8 releases), `weight_scale` per channel (compressed-tensors). Which one a model expects
-# follows its quant config; the other is unexpected.
-PART = r"\.(weight|weight_scale_inv|weight_scale)$"
+LM = "model.language_model."
+LAYER = re.escape(LM) + r"layers\.(\d+)\."
+# Field -> its values' regex, where a row does not list them. `part`: a weight or its FP8 scale
+# (`weight_scale_inv` per block: Qwen's FP8 releases; `weight_scale` per channel:
+# compressed-tensors); a model holds the one its quant config names, the other is unexpected.
+SCALES = r"weight_scale_inv|weight_scale"
+FIELDS = {"layer": r"\d+", "expert": r"\d+", "path": r".+", "part": "weight|" + SCALES,
+          "scale": SCALES}
 
 
 class WeightLoadError(RuntimeError):
-    """Raised with every missing, unexpected and wrongly shaped name at once."""
+    """Raised with every problem at once: missing tensors as `<parameter> needs <checkpoint
+    key>`, unexpected ones by key, wrongly shaped ones as `<key>: <why> (fills <parameter>)`."""
 
 
 @dataclass(frozen=True)
-class Rule:
-    pattern: re.Pattern
-    load: Callable  # (model, match, tensor, name) -> list of (param name, fills)
+class Row:
+    """Checkpoint tensors named `source` (a template over {fields}) fill the parameter named
+    `target` (over the same fields) by `fill(model, param or None, fields, full tensor, key)`,
+    which returns False for a tensor it checked but another expert-parallel rank keeps.
+    `each[field]`: its values, a tuple or a function of (model, fields) giving what this rank
+    holds; a field only `source` names (an expert id, q / k / v) is read backwards from it.
+    `layout` tags the alternative expert layouts."""
+
+    source: str
+    target: str
+    fill: Callable
+    each: dict
+    layout: str | None
+    pattern: re.Pattern  # a checkpoint key this row reads
+    target_pattern: re.Pattern  # a parameter this row fills
+
+    def keys(self, model, f: dict) -> list[str]:
+        """The checkpoint keys this row would read into the parameter whose fields are `f`."""
+        names = [n for n in re.findall(r"\{(\w+)\}", self.source) if n not in f]
+        values = [v(model, f) if callable(v) else v for v in (self.each[n] for n in names)]
+        return [self.source.format(**f, **dict(zip(names, vs, strict=True)))
+                for vs in itertools.product(*values)]
 
 
-def _param(target: str):
-    """Copy into one parameter through its own (TP-aware) weight_loader."""
+def _regex(template: str, each: dict) -> re.Pattern:
+    def field(m: re.Match) -> str:
+        v = each.get(m.group(1))
+        rx = "|".join(map(re.escape, v)) if isinstance(v, tuple) else FIELDS[m.group(1)]
+        return f"(?P<{m.group(1)}>{rx})"
 
-    def load(model, m, w, name):
-        target_name = target.format(*m.groups())
-        param = model.rio_params[target_name]
-        loader = getattr(param, "weight_loader", None)
-        # Unsharded (TP 1) the parameter's shape is the checkpoint's; sharded, SGLang's own
-        # loaders narrow the full tensor and check the slice.
-        if (loader is None or model.tp_size == 1) and tuple(param.shape) != tuple(w.shape):
-            raise ValueError(f"shape {tuple(w.shape)}, expected {tuple(param.shape)}")
-        if loader is None:
-            param.data.copy_(w)
-        else:
-            loader(param, w)
-        return [(target_name, 1)]
-
-    return load
+    return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", field, re.escape(template)) + "$")
 
 
-def _embed(model, m, w, name):
+def _row(source: str, target: str, fill: Callable, layout: str | None = None, **each) -> Row:
+    return Row(source, target, fill, each, layout, _regex(source, each), _regex(target, each))
+
+
+def _copy(model, param, f, w, name) -> None:
+    """Into one parameter through its own (TP-aware) weight_loader, or a plain copy."""
+    if param is None:
+        raise KeyError(name)
+    loader = getattr(param, "weight_loader", None)
+    # Unsharded (TP 1) the parameter's shape is the checkpoint's; sharded, SGLang's own
+    # loaders narrow the full tensor and check the slice.
+    if (loader is None or model.tp_size == 1) and tuple(param.shape) != tuple(w.shape):
+        raise ValueError(f"shape {tuple(w.shape)}, expected {tuple(param.shape)}")
+    if loader is None:
+        param.data.copy_(w)
+    else:
+        loader(param, w)
+
+
+def _embed(model, param, f, w, name) -> bool | None:
     """Read by every stage: the embedding lives on the first; a last stage that is not the
     first keeps its TP rank's vocab rows of it for latent mixtures."""
-    loaded = _param("model.embed_tokens.weight")(model, m, w, name) if _first_stage(model) else []
-    keep = getattr(model, "keep_latent_embed", None)
-    if keep is not None:
-        keep(w)
-    return loaded
+    if getattr(model, "keep_latent_embed", None) is not None:
+        model.keep_latent_embed(w)
+    if not _first_stage(model):
+        return False
+    _copy(model, param, f, w, name)
 
 
 def _first_stage(model) -> bool:
     """Is this the first pipeline stage (or a model without stages, such as the MTP head)?"""
-    return getattr(getattr(getattr(model, "model", None), "pp_group", None), "is_first_rank",
-                   True)
+    return getattr(getattr(getattr(model, "model", None), "pp_group", None), "is_first_rank", True)
 
 
-def _layer(model, m):
-    return model.model.layers[int(m.group(1))]
+def _layer(model, f):
+    return model.model.layers[int(f["layer"])]
 
 
-def _expert(model, m, w, name):
-    part = m.group(4)
-    filled = _layer(model, m).mlp.load_expert(int(m.group(2)), m.group(3), w, name, part)
-    # [] for an expert another expert-parallel rank owns: shape-checked, then left to it.
-    return [(f"model.layers.{m.group(1)}.mlp.{p}", 1) for p in filled]
+def _shared(model, param, f, w, name) -> None:
+    _layer(model, f).mlp.load_shared(f["proj"], w, name, f["part"])
 
 
-def _fused_experts(model, m, w, name):
-    mlp = _layer(model, m).mlp
-    which = "down_proj" if m.group(2) == "down_proj" else "gate_up_proj"
-    target = "w2" if which == "down_proj" else "w13"
-    n = mlp.load_fused(which, w, name)
-    fills = [(f"model.layers.{m.group(1)}.mlp.{target}", n)]
-    if mlp.quant is not None:  # bf16 in, quantized as it loads: the scales fill alongside
-        fills.append((f"model.layers.{m.group(1)}.mlp.{target}_scale", n))
-    return fills
+def _fused(model, param, f, w, name) -> None:
+    _layer(model, f).mlp.load_fused(f["proj"], w, name)
 
 
-def _shared(model, m, w, name):
-    which, part = m.group(2), m.group(3)
-    _layer(model, m).mlp.load_shared(which, w, name, part)
-    target = "shared_down" if which == "down_proj" else "shared_gate_up"
-    return [(f"model.layers.{m.group(1)}.mlp.{target}.{part}", 1)]
+def _expert(model, param, f, w, name) -> bool:
+    mlp = _layer(model, f).mlp
+    return mlp.load_expert(int(f["expert"]), f["proj"], w, name, f.get("scale", "weight"))
 
 
-def _qkv(model, m, w, name):
-    _layer(model, m).self_attn.load_qkv(m.group(2), w, name, m.group(3))
-    return [(f"model.layers.{m.group(1)}.self_attn.qkv_proj.{m.group(3)}", 1)]
+def _local_experts(model, f) -> range:
+    return _layer(model, f).mlp.local_experts
 
 
-def _gdn_qkv(model, m, w, name):
-    _layer(model, m).linear_attn.load_in_proj_qkv(w, name, m.group(2))
-    return [(f"model.layers.{m.group(1)}.linear_attn.in_proj_qkv.{m.group(2)}", 1)]
+def _scale_names(model, f) -> tuple[str, ...]:
+    """The expert scale a serialized FP8 checkpoint has; none for bf16 or quantized at load."""
+    q = _layer(model, f).mlp.quant
+    return (q.scale_name,) if q is not None and q.serialized else ()
 
 
-def _gdn(method: str, param: str):
-    def load(model, m, w, name):
-        gdn = _layer(model, m).linear_attn
-        if method == "per_head":
-            gdn.load_per_head(getattr(gdn, param), w, name)
-        else:
-            getattr(gdn, method)(w, name)
-        return [(f"model.layers.{m.group(1)}.linear_attn.{param}", 1)]
-
-    return load
+GATE_UP = ("gate_proj", "up_proj")
 
 
-def _r(pattern: str, load) -> Rule:
-    return Rule(re.compile(pattern), load)
+def layer_rows(at: str) -> tuple[Row, ...]:
+    """One decoder layer's rows, its checkpoint keys under `at` + "{layer}." (the text model's
+    layers, or the MTP head's)."""
+    src, dst = at + "{layer}.", "model.layers.{layer}."
+    experts = src + "mlp.experts.{expert}.{proj}."
+    return (
+        _row(src + "{norm}.weight", dst + "{norm}.weight", _copy,
+             norm=("input_layernorm", "post_attention_layernorm")),
+        _row(src + "self_attn.{qkv}_proj.{part}", dst + "self_attn.qkv_proj.{part}",
+             lambda m, p, f, w, k: _layer(m, f).self_attn.load_qkv(f["qkv"], w, k, f["part"]),
+             qkv=("q", "k", "v")),
+        _row(src + "self_attn.o_proj.{part}", dst + "self_attn.o_proj.{part}", _copy),
+        _row(src + "self_attn.{norm}.weight", dst + "self_attn.{norm}.weight", _copy,
+             norm=("q_norm", "k_norm")),
+        _row(src + "linear_attn.in_proj_qkv.{part}", dst + "linear_attn.in_proj_qkv.{part}",
+             lambda m, p, f, w, k: _layer(m, f).linear_attn.load_in_proj_qkv(w, k, f["part"])),
+        _row(src + "linear_attn.conv1d.weight", dst + "linear_attn.conv_weight",
+             lambda m, p, f, w, k: _layer(m, f).linear_attn.load_conv1d(w, k)),
+        _row(src + "linear_attn.{vec}", dst + "linear_attn.{vec}",
+             lambda m, p, f, w, k: _layer(m, f).linear_attn.load_per_head(p, w, k),
+             vec=("A_log", "dt_bias")),
+        _row(src + "linear_attn.{proj}.{part}", dst + "linear_attn.{proj}.{part}", _copy,
+             proj=("in_proj_z", "in_proj_b", "in_proj_a", "out_proj")),
+        _row(src + "linear_attn.norm.weight", dst + "linear_attn.norm.weight", _copy),
+        _row(src + "mlp.{proj}.{part}", dst + "mlp.{proj}.{part}", _copy,
+             proj=("gate", "shared_expert_gate")),
+        _row(src + "mlp.shared_expert.{proj}.{part}", dst + "mlp.shared_gate_up.{part}", _shared,
+             proj=GATE_UP),
+        _row(src + "mlp.shared_expert.{proj}.{part}", dst + "mlp.shared_down.{part}", _shared,
+             proj=("down_proj",)),
+        # Routed experts, one tensor per expert and projection (bf16 weights quantized at load
+        # fill the scales alongside) ...
+        _row(experts + "weight", dst + "mlp.w13", _expert, "per-expert", proj=GATE_UP,
+             expert=_local_experts),
+        _row(experts + "weight", dst + "mlp.w2", _expert, "per-expert", proj=("down_proj",),
+             expert=_local_experts),
+        _row(experts + "{scale}", dst + "mlp.w13_scale", _expert, proj=GATE_UP,
+             expert=_local_experts, scale=_scale_names),
+        _row(experts + "{scale}", dst + "mlp.w2_scale", _expert, proj=("down_proj",),
+             expert=_local_experts, scale=_scale_names),
+        # ... or stacked over experts (transformers' layout: gate_up [E, 2I, H], down [E, H, I]).
+        _row(src + "mlp.experts.{proj}", dst + "mlp.w13", _fused, "fused", proj=("gate_up_proj",)),
+        _row(src + "mlp.experts.{proj}", dst + "mlp.w2", _fused, "fused", proj=("down_proj",)),
+    )
 
 
-RULES: tuple[Rule, ...] = (
-    _r(LM + r"embed_tokens\.weight$", _embed),
-    _r(r"^lm_head\.weight$", _param("lm_head.weight")),
-    _r(LM + r"norm\.weight$", _param("model.norm.weight")),
-    _r(LAYER + r"(input_layernorm|post_attention_layernorm)\.weight$",
-       _param("model.layers.{0}.{1}.weight")),
-    _r(LAYER + r"self_attn\.(q|k|v)_proj" + PART, _qkv),
-    _r(LAYER + r"self_attn\.(o_proj)" + PART, _param("model.layers.{0}.self_attn.{1}.{2}")),
-    _r(LAYER + r"self_attn\.(q_norm|k_norm)\.weight$",
-       _param("model.layers.{0}.self_attn.{1}.weight")),
-    _r(LAYER + r"linear_attn\.in_proj_qkv" + PART, _gdn_qkv),
-    _r(LAYER + r"linear_attn\.conv1d\.weight$", _gdn("load_conv1d", "conv_weight")),
-    _r(LAYER + r"linear_attn\.A_log$", _gdn("per_head", "A_log")),
-    _r(LAYER + r"linear_attn\.dt_bias$", _gdn("per_head", "dt_bias")),
-    _r(LAYER + r"linear_attn\.(in_proj_z|in_proj_b|in_proj_a|out_proj)" + PART,
-       _param("model.layers.{0}.linear_attn.{1}.{2}")),
-    _r(LAYER + r"linear_attn\.(norm)\.weight$", _param("model.layers.{0}.linear_attn.{1}.weight")),
-    _r(LAYER + r"mlp\.(gate|shared_expert_gate)" + PART, _param("model.layers.{0}.mlp.{1}.{2}")),
-    _r(LAYER + r"mlp\.shared_expert\.(gate_proj|up_proj|down_proj)" + PART, _shared),
-    _r(LAYER + r"mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)" + PART, _expert),
-    _r(LAYER + r"mlp\.experts\.(gate_up_proj|down_proj)$", _fused_experts),
-    _r(r"^model\.visual\.(.+\.attn)\.qkv\.(weight|bias)$", _param("visual.{0}.qkv_proj.{1}")),
-    _r(r"^model\.visual\.(.+)$", _param("visual.{0}")),
+EMBED = _row(LM + "embed_tokens.weight", "model.embed_tokens.weight", _embed)
+LM_HEAD = _row("lm_head.weight", "lm_head.weight", _copy)
+RULES: tuple[Row, ...] = (
+    EMBED, LM_HEAD,
+    _row(LM + "norm.weight", "model.norm.weight", _copy),
+    *layer_rows(LM + "layers."),
+    _row("model.visual.{path}.attn.qkv.{part}", "visual.{path}.attn.qkv_proj.{part}", _copy,
+         part=("weight", "bias")),
+    _row("model.visual.{path}", "visual.{path}", _copy),
 )
-# Multi-token-prediction weights: the target model leaves them to the MTP draft model
-# (`rio_sglang.models.qwen3_5_moe_mtp`, built when NEXTN speculative decoding is on).
+# Left to the MTP draft model (`models/qwen3_5_moe_mtp.py`, built for NEXTN speculative decoding).
 SKIPPED = re.compile(r"^mtp\.")
-# The MTP head's own tensors, then the RULES above: `mtp_name` hands them only its decoder layer
-# (`mtp.layers.0.*`, under the language model's layer names) and the target's embedding and
-# output head, which the head shares and loads too.
-MTP_RULES: tuple[Rule, ...] = (
-    _r(r"^mtp\.fc\.weight$", _param("fc.weight")),
-    _r(r"^mtp\.(pre_fc_norm_embedding|pre_fc_norm_hidden)\.weight$", _param("{0}.weight")),
-    _r(r"^mtp\.norm\.weight$", _param("model.norm.weight")),
-    *RULES,
+# The MTP head reads its own tensors (its decoder layer is `mtp.layers.0.*`) and the target's
+# embedding and output head, which it shares.
+MTP_RULES: tuple[Row, ...] = (
+    _row("mtp.fc.weight", "fc.weight", _copy),
+    _row("mtp.{norm}.weight", "{norm}.weight", _copy,
+         norm=("pre_fc_norm_embedding", "pre_fc_norm_hidden")),
+    _row("mtp.norm.weight", "model.norm.weight", _copy),
+    *layer_rows("mtp.layers."),
+    EMBED, LM_HEAD,
 )
-_MTP_SHARED = ("model.language_model.embed_tokens.weight", "lm_head.weight")
 
 
 def mtp_name(name: str) -> str | None:
-    """Checkpoint name -> the name MTP_RULES read; None for the target model's tensors."""
-    if name.startswith("mtp.layers."):
-        return "model.language_model.layers." + name[len("mtp.layers."):]
-    if name.startswith("mtp.") or name in _MTP_SHARED:
-        return name
-    return None
+    """The key MTP_RULES read a checkpoint tensor under (its own); None for the target's."""
+    return name if name.startswith("mtp.") or name in (EMBED.source, LM_HEAD.source) else None
 
 
 def elsewhere(model, name: str) -> bool:
@@ -187,74 +219,78 @@ def elsewhere(model, name: str) -> bool:
     if m:
         i = int(m.group(1))
         return i < model.config.num_hidden_layers and not text.owns_layer(i)
-    if re.match(LM + r"norm\.|^lm_head\.", name):
+    if re.match(re.escape(LM) + r"norm\.|lm_head\.", name):
         return not text.pp_group.is_last_rank
     return False
 
 
-def expected_fills(model) -> dict[str, int]:
-    """How many loads complete each parameter (experts: one per local expert and projection)."""
-    fills = {}
-    first_stage = _first_stage(model)
-    for name, p in model.named_parameters():
-        if name.startswith("visual.") and not first_stage:
+def expected(model, rules: tuple[Row, ...], layout: str | None) -> tuple[dict, list[str]]:
+    """({checkpoint key: the parameter it fills} for every parameter this rank holds, the
+    parameters no row fills). Each parameter is read by the first row whose target it is,
+    among those of the checkpoint's expert `layout` (all rows if it showed none)."""
+    rows = [r for r in rules if layout is None or r.layout in (None, layout)]
+    keys, unfilled = {}, []
+    for name, _ in model.named_parameters():
+        if name.startswith("visual.") and not _first_stage(model):
             continue  # loaded by the first stage only (see `elsewhere`)
-        part = name.rsplit(".", 1)[-1]
-        if part in ("w13", "w13_scale"):
-            fills[name] = 2 * p.shape[0]  # [E_local, 2I, H] (scale: [E_local, ...])
-        elif part in ("w2", "w2_scale"):
-            fills[name] = p.shape[0]
-        elif re.search(r"self_attn\.qkv_proj\.weight", name):
-            fills[name] = 3  # q (with its gate), k, v (weight and FP8 scale alike)
-        elif re.search(r"shared_gate_up\.weight", name):
-            fills[name] = 2
-        else:
-            fills[name] = 1
-    return fills
+        row, m = next(((r, m) for r in rows if (m := r.target_pattern.match(name))), (None, None))
+        if row is None:
+            unfilled.append(f"{name} (no checkpoint tensor fills it)")
+            continue
+        keys.update(dict.fromkeys(row.keys(model, m.groupdict()), name))
+    return keys, unfilled
 
 
 def _first(items: list, n: int = 8) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-def load_checkpoint(model, weights: Iterable, rules: tuple[Rule, ...] = RULES,
-                    rename: Callable[[str], str | None] | None = None,
+def load_checkpoint(model, weights: Iterable, rules: tuple[Row, ...] = RULES,
+                    reads: Callable[[str], str | None] | None = None,
                     label: str = "the model") -> int:
-    """Load every (name, tensor); raise WeightLoadError listing all problems. Returns count.
+    """Load every (key, tensor); raise WeightLoadError listing all problems. Returns count.
 
-    `rename` (the MTP draft's `mtp_name`) maps a checkpoint name to the name `rules` read, or
-    to None for a tensor another model loads; errors always name the checkpoint's tensor."""
-    model.rio_params = dict(model.named_parameters())  # what the rules' `_param` loads into
-    filled: Counter = Counter()
-    unexpected, wrong, skipped, n = [], [], [], 0
+    `reads` (the MTP draft's `mtp_name`) is None for a tensor another model loads."""
+    params = dict(model.named_parameters())
+    kept, misshapen = set(), set()
+    layouts: dict[str, set] = {}  # expert layout -> the parameters its tensors filled
+    unexpected, wrong, twice, skipped, n = [], [], [], [], 0
     for name, w in weights:
-        key = name if rename is None else rename(name)
-        if key is None:
-            continue
-        if rename is None and SKIPPED.match(name):
+        if reads is None and SKIPPED.match(name):
             skipped.append(name)
+        if (reads(name) is None if reads else SKIPPED.match(name)) or elsewhere(model, name):
             continue
-        if elsewhere(model, name):
-            continue
-        rule = next((r for r in rules if r.pattern.match(key)), None)
-        if rule is not None:
-            m = rule.pattern.match(key)
-            try:
-                for target, k in rule.load(model, m, w, name):
-                    filled[target] += k
-                n += 1
-            except KeyError:
-                unexpected.append(name)
-            except (ValueError, AssertionError, RuntimeError, IndexError) as e:
-                wrong.append(str(e) if name in str(e) else f"{name}: {e}")
-        else:
+        row, m = next(((r, m) for r in rules if (m := r.pattern.match(name))), (None, None))
+        if row is None:
             unexpected.append(name)
-    need = expected_fills(model)
-    missing = sorted(p for p, k in need.items() if filled[p] < k)
-    over = sorted(p for p, k in filled.items() if p in need and k > need[p])
+            continue
+        target = row.target.format(**m.groupdict())
+        try:
+            here = row.fill(model, params.get(target), m.groupdict(), w, name)
+        except KeyError:
+            unexpected.append(name)
+            continue
+        except (ValueError, AssertionError, RuntimeError, IndexError) as e:
+            why = str(e) if name in str(e) else f"{name}: {e}"
+            wrong.append(f"{why} (fills {target})")
+            misshapen.add(name)
+            continue
+        n += 1
+        if row.layout is not None:
+            layouts.setdefault(row.layout, set()).add(target)
+        if here is False:
+            continue
+        if name in kept:
+            twice.append(name)
+        kept.add(name)
+    # The checkpoint's expert layout fills most parameters; the other's tensors are unexpected.
+    layout = max(layouts, key=lambda k: len(layouts[k]), default=None)
+    need, unfilled = expected(model, rules, layout)
+    missing = sorted(f"{p} needs {k}" for k, p in need.items()
+                     if k not in kept and k not in misshapen) + unfilled
+    unexpected += sorted(kept - set(need))
     problems = {"missing": missing, "unexpected": unexpected, "wrongly shaped": wrong,
-                "loaded twice": over}
+                "loaded twice": twice}
     if any(problems.values()):
         raise WeightLoadError(f"checkpoint does not match {label}; " + "; ".join(
             f"{len(v)} {k}: {_first(v)}" for k, v in problems.items() if v))

@@ -49,10 +49,12 @@ def reshape(t):
 
 # edit, what the error must say
 CASES = [
-    (drop, r"1 missing: model\.layers\.1\.mlp\.w13"),
+    (drop, (r"1 missing: model\.layers\.1\.mlp\.w13 needs "
+            r"model\.language_model\.layers\.1\.mlp\.experts\.3\.up_proj\.weight")),
     (extra, r"1 unexpected: model\.language_model\.layers\.0\.mlp\.experts\.99\.up_proj"),
     (reshape, (r"wrongly shaped: model\.language_model\.layers\.2\.mlp\.gate\.weight: "
-               r"shape \(9, 64\), expected \(8, 64\)")),
+               r"shape \(9, 64\), expected \(8, 64\) "
+               r"\(fills model\.layers\.2\.mlp\.gate\.weight\)")),
 ]
 
 

@@ -28,20 +28,21 @@ class SparseMoe(ExpertStore):
     def __init__(self, config, quant_config=None, prefix: str = ""):
         _, tp_size = tp_rank_size()
         (ep_rank, ep_size), moe_tp = moe_rank_size()
-        e, h, i = config.num_experts, config.hidden_size, unpadded(config, "moe_intermediate_size")
-        if e % ep_size:
-            raise ValueError(f"{e} experts do not split over --ep-size {ep_size}")
+        num_experts, h = config.num_experts, config.hidden_size
+        i = unpadded(config, "moe_intermediate_size")
+        if num_experts % ep_size:
+            raise ValueError(f"{num_experts} experts do not split over --ep-size {ep_size}")
         if i % moe_tp[1]:
             raise ValueError(f"moe_intermediate_size {i} does not split over MoE-TP {moe_tp[1]}")
-        e_local = e // ep_size
-        super().__init__(e, e_local, ep_rank * e_local, h, i, moe_tp,
+        e_local = num_experts // ep_size
+        super().__init__(num_experts, e_local, ep_rank * e_local, h, i, moe_tp,
                          expert_quant(quant_config, i // moe_tp[1], h), torch.get_default_dtype())
         self.tp_size, self.ep_rank, self.ep_size = tp_size, ep_rank, ep_size
         self.topk = config.num_experts_per_tok
-        self.gate = ReplicatedLinear(h, e, bias=False, quant_config=quant_config,
+        self.gate = ReplicatedLinear(h, num_experts, bias=False, quant_config=quant_config,
                                      prefix=f"{prefix}.gate")
         # Global expert id -> local row or -1 (None without EP: every expert is local).
-        emap = ep_expert_map(e, ep_rank, ep_size) if ep_size > 1 else None
+        emap = ep_expert_map(num_experts, ep_rank, ep_size) if ep_size > 1 else None
         self.register_buffer("expert_map", emap, persistent=False)
         si = unpadded(config, "shared_expert_intermediate_size")
         self.shared_gate_up = MergedColumnParallelLinear(h, [si, si], bias=False,

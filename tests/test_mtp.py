@@ -205,7 +205,8 @@ def _reshape_mtp_fc(t):
 
 # edit, what the error must say
 BAD_MTP = [
-    (_drop_mtp_expert, r"1 missing: model\.layers\.0\.mlp\.w2"),
+    (_drop_mtp_expert, (r"1 missing: model\.layers\.0\.mlp\.w2 needs "
+                        r"mtp\.layers\.0\.mlp\.experts\.5\.down_proj\.weight")),
     (_reshape_mtp_fc, r"wrongly shaped: mtp\.fc\.weight: shape \(64, 127\), expected \(64, 128\)"),
 ]
 

@@ -1,8 +1,9 @@
-"""A tiny FP8 checkpoint of each kind (Qwen block scales; compressed-tensors channel scales)
-serves through the real SGLang server with our class, FP8 routed experts at about half the
+"""A tiny FP8 checkpoint of each kind (Qwen block scales; compressed-tensors channel scales), and
+the bf16 checkpoint served with `--quantization fp8` (block scales made as the experts load),
+serve through the real SGLang server with our class, FP8 routed experts at about half the
 bytes. The reference is transformers on the dequantized checkpoint: the same bf16 tensors, with
 each expert weight replaced by q * scale in fp32 (what our experts compute with), so greedy
-tokens must be equal, and switching reasoning equals `reference.py` on those weights.
+tokens must be equal, and latent and switching reasoning equal `reference.py` on those weights.
 
 On the CPU the other projections stay bf16 (the checkpoint lists them as not converted):
 SGLang's FP8 linear methods need a GPU (or an AMX CPU with sgl-kernel's CPU build).
@@ -11,6 +12,8 @@ SGLang's FP8 linear methods need a GPU (or an AMX CPU with sgl-kernel's CPU buil
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
 
@@ -24,20 +27,28 @@ from test_server_parity import chat_ids
 
 from rio_sglang.server import EXPERTS_MARK, launch
 from rio_sglang.tiny import PRESETS, write_tiny_checkpoint
-from rio_sglang.tiny.fp8 import dequantized
+from rio_sglang.tiny.fp8 import dequantized, quantize_tensors
 from rio_sglang.tiny.writer import write_shards
 
 pytestmark = pytest.mark.server
 P = PRESETS["tiny"]
 NEW = 10
 BF16_EXPERT_BYTES = P.experts * 3 * P.expert_inter * P.hidden * 2  # per layer
-DESCRIBED = {"block": f"fp8 block {P.fp8_block[0]}x{P.fp8_block[1]}", "channel": "fp8 channel"}
-SWITCH = next(c for c in REFERENCE_CASES if c[0] == "switch-both-ways")
+# `--quantization fp8`: Qwen's 128 x 128 blocks, narrowed to divide the tiny I and H
+# (`experts.expert_quant`); SGLang's FP8 linears need a GPU, so the CPU run keeps them bf16.
+ONLINE = (math.gcd(128, P.expert_inter, P.hidden),) * 2
+ONLINE_ENV = {"SGLANG_FP8_IGNORED_LAYERS":
+              "self_attn,linear_attn,shared_expert,mlp.gate,shared_expert_gate"}
+DESCRIBED = {"block": f"fp8 block {P.fp8_block[0]}x{P.fp8_block[1]}", "channel": "fp8 channel",
+             "online": f"fp8 block {ONLINE[0]}x{ONLINE[1]} (quantized at load)"}
+# The switching case and the latent case (thinking budget: a latent chain, then `</think>`).
+CASES = [c for c in REFERENCE_CASES if c[0] in ("switch-both-ways", "thinking-budget")]
 # test_reasoning_server's prompt seed has a near-tie on the block-FP8 weights (top-2 logit gap
 # 0.15 after a latent chain; the fp16 server picked the other token at step 7). This seed's
-# fp32 reference keeps every step's top-2 logit gap >= 0.32 and entropy gap >= 0.018 on both
-# dequantized checkpoints, and shows both transitions.
-SWITCH_SEED = 42
+# fp32 reference keeps every step's top-2 logit gap >= 0.32 and entropy gap >= 0.044 on all
+# three dequantized checkpoints, in both cases; an fp16 transformers run follows the same chain;
+# and it shows every transition the cases name.
+REASONING_SEED = 42
 
 
 def dequantized_twin(ckpt, out):
@@ -51,13 +62,27 @@ def dequantized_twin(ckpt, out):
     return out
 
 
-@pytest.fixture(scope="module", params=["block", "channel"])
+def quantized_at_load_twin(ckpt, out):
+    """The bf16 checkpoint transformers reads for `--quantization fp8`: each expert weight as
+    the server quantizes it at load (same blocks, same quantizer), dequantized in fp32."""
+    shutil.copytree(ckpt, out, ignore=shutil.ignore_patterns("*.safetensors", "*.index.json"))
+    write_shards(dequantized(quantize_tensors(read(ckpt), "block", ONLINE, False), ONLINE), out)
+    return out
+
+
+@pytest.fixture(scope="module", params=["block", "channel", "online"])
 def fp8_server(request, tmp_path_factory):
     kind = request.param
     root = tmp_path_factory.mktemp(f"fp8-{kind}")
-    ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0, fp8=kind)
-    twin = dequantized_twin(ckpt, root / "twin")
-    srv = launch(ckpt, log_path=root / "server.log")
+    if kind == "online":
+        ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0)
+        twin = quantized_at_load_twin(ckpt, root / "twin")
+        srv = launch(ckpt, extra_args=["--quantization", "fp8"], log_path=root / "server.log",
+                     environ={**os.environ, **ONLINE_ENV})
+    else:
+        ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0, fp8=kind)
+        twin = dequantized_twin(ckpt, root / "twin")
+        srv = launch(ckpt, log_path=root / "server.log")
     try:
         srv.wait_ready(timeout=600)
         yield kind, twin, srv
@@ -87,10 +112,12 @@ def test_greedy_equals_transformers_on_the_dequantized_weights(fp8_server):
         assert r.json()["output_ids"] == hf_greedy(twin, ids, NEW)
 
 
-def test_switching_reasoning_equals_the_reference(fp8_server):
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_latent_and_switching_reasoning_equal_the_reference(fp8_server, case):
     _, twin, srv = fp8_server
-    _, spec, expected = SWITCH
-    prompt, ref, ref_modes = reference_run(twin, spec, expected, seed=SWITCH_SEED)
+    _, spec, expected = case
+    prompt, ref, ref_modes = reference_run(twin, spec, expected, seed=REASONING_SEED)
     got = gen_reasoning(srv, prompt, spec, new=REF_NEW)
+    assert "L" in ref_modes
     assert got["output_ids"] == ref.tokens
     assert_equals_reference(got, ref, ref_modes, spec)

@@ -1,6 +1,6 @@
 """launch/: flag files parse with SGLang's own parser, the memory calculator matches a hand count,
 the YaRN override reaches SGLang's rotary embedding as transformers computes it, and
-launch/serve.sh cpu-tiny + launch/smoke.py run against a real server."""
+launch/recipe.sh cpu-tiny + launch/smoke.py run against a real server."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 
 from launch.memory import RIO_CONFIG, estimate, gdn_state_bytes_per_seq, kv_bytes_per_token
 from launch.params import weights
-from launch.serve import TargetError, read_target, server_args, server_env, target_names
-from rio_sglang import server as rio_server
+from launch.recipe import TargetError, read_target, server_args, server_env, target_names
+from rio_sglang import launcher
 from rio_sglang.reasoning.spec import ReasoningSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,10 +80,10 @@ def test_extra_args_come_last_and_win():
 
 def test_cpu_tiny_is_the_measured_cpu_setup():
     target = read_target("cpu-tiny")
-    assert target.args == rio_server.CPU_FLAGS  # one setup, not two drifting copies
+    assert target.args == launcher.CPU_FLAGS  # one setup, not two drifting copies
     assert target.tiny and target.on_cpu
     env = server_env(target, {})
-    assert env == {**rio_server.cpu_env({}), "SGLANG_EXTERNAL_MODEL_PACKAGE": "rio_sglang.models"}
+    assert env == {**launcher.cpu_env({}), "SGLANG_EXTERNAL_MODEL_PACKAGE": "rio_sglang.models"}
 
 
 def test_gpu_targets_serve_our_package_and_name_their_gpu():
@@ -292,18 +292,18 @@ DEFAULT_SPEC = {"mode": "switch", "max_switches": 2, "math_tokens_explicit": Fal
 
 @pytest.mark.server
 def test_serve_sh_cpu_tiny_answers_the_smoke_client(tmp_path):
-    port = rio_server.free_port()
+    port = launcher.free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "RIO_CACHE_DIR": str(tmp_path / "cache"), "RIO_VENV": sys.prefix,
            "RIO_REASONING_DEFAULT": json.dumps(DEFAULT_SPEC)}
     log = tmp_path / "server.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(["bash", str(ROOT / "launch" / "serve.sh"), "cpu-tiny",
+        proc = subprocess.Popen(["bash", str(ROOT / "launch" / "recipe.sh"), "cpu-tiny",
                                  "--port", str(port)], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-    # serve.sh execs into SGLang in its own session: Server.stop ends that process group.
-    srv = rio_server.Server(url, proc, log)
+    # recipe.sh execs into SGLang in its own session: Server.stop ends that process group.
+    srv = launcher.Server(url, proc, log)
     try:
         srv.wait_ready(timeout=300)
         report = tmp_path / "smoke.json"
@@ -362,9 +362,9 @@ BAD_DEFAULTS = [
 def test_bad_default_stops_the_launcher_naming_the_field(tmp_path, source, spec, message):
     env = {**os.environ, "RIO_CACHE_DIR": str(tmp_path / "cache"), "RIO_VENV": sys.prefix}
     if source == "--reasoning-default":
-        cmd = [sys.executable, "-m", "rio_sglang.serve", "--tiny", source, spec]
-    else:  # launch/serve.sh: from the environment (or a target's @env line)
-        cmd, env[source] = ["bash", str(ROOT / "launch" / "serve.sh"), "cpu-tiny"], spec
+        cmd = [sys.executable, "-m", "rio_sglang.quickstart", "--tiny", source, spec]
+    else:  # launch/recipe.sh: from the environment (or a target's @env line)
+        cmd, env[source] = ["bash", str(ROOT / "launch" / "recipe.sh"), "cpu-tiny"], spec
     out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
                          timeout=120, check=False)
     assert out.returncode == 2, out.stderr[-2000:]

@@ -20,8 +20,8 @@ from rio_sglang.checkpoint import verify_checkpoint
 from rio_sglang.layers.decoder import RioTextModel
 from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.tokens import resolve_tokens
-from rio_sglang.runtime.engine import ReasoningRuntime
-from rio_sglang.server import EXPERTS_MARK, LAYOUT_MARK, REASONING_MARK, SERVING_MARK
+from rio_sglang.runtime.step import ReasoningRuntime
+from rio_sglang.logmarks import EXPERTS_MARK, LAYOUT_MARK, REASONING_MARK, SERVING_MARK
 from rio_sglang.weights import load_checkpoint
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rio_sglang.runtime.engine import ReasoningRuntime
+    from rio_sglang.runtime.step import ReasoningRuntime
 
 FINAL_STATS_MAX = 4096  # a stream whose client went away never collects its entry
 

@@ -12,7 +12,7 @@ target (`sglang.srt...`), hook type: why (no official route unless said)
   400); latent modes are refused under speculative decoding.
 - `ModelRunner._init_post_memory_pool_components`, after: our model builds its runtime once the
   slot pool exists, before CUDA graphs, and sets SGLang's sampling observer (its documented
-  route; engine.py).
+  route; step.py).
 - `ForwardBatch.init_new` (a classmethod), after: new latent / switch requests get their slot
   reset, stale slots are released (`requests.claim`), the sampling info names stepping rows.
 - `Scheduler.get_output_streamer_class`, after: returns `output.py::ReasoningOutputStreamer`
@@ -68,7 +68,7 @@ def after_memory_pool(result, self):
     """Our model builds its reasoning runtime once the request-slot pool exists and before CUDA
     graphs are captured (the decode graph captures its embedding override), and the runner
     samples through our observer."""
-    from rio_sglang.runtime.engine import ReasoningObserver
+    from rio_sglang.runtime.step import ReasoningObserver
 
     init = getattr(self.model, "init_reasoning", None)
     if init is None or getattr(self, "is_draft_worker", False):
@@ -89,7 +89,7 @@ def _steps(req, decode: bool) -> bool:
 
 def init_new(fb, cls, batch, model_runner, **kwargs):
     """After `ForwardBatch.init_new`: admit / release slots, name the stepping rows."""
-    from rio_sglang.runtime.engine import ROWS_ATTR
+    from rio_sglang.runtime.step import ROWS_ATTR
 
     runtime = getattr(model_runner.model, "reasoning", None)
     if runtime is None:

@@ -13,7 +13,7 @@ import time
 
 from sglang.srt.managers.scheduler_components.output_streamer import SchedulerOutputStreamer
 
-from rio_sglang.runtime import defaults, engine
+from rio_sglang.runtime import defaults, step
 from rio_sglang.runtime import requests as rq
 from rio_sglang.runtime.context import CONTEXT
 
@@ -34,7 +34,7 @@ class ReasoningOutputStreamer(SchedulerOutputStreamer):
             if spec is None or not req.finished():
                 values.append([])
                 continue
-            stats = engine.finish(rq.forget(req.rid), len(req.output_ids))
+            stats = step.finish(rq.forget(req.rid), len(req.output_ids))
             # which spec applied, and whether it came from the server default (issue 18)
             values.append([{**stats, **defaults.applied(req.sampling_params.custom_params)}])
         return {STATS_KEY: values}

@@ -2,7 +2,8 @@
 code passes it: an SGLang upgrade that moves or reshapes one fails here, not in a server.
 
 Targets: `rio_sglang/runtime/hooks.py::hooks` (each hook's own parameters, after its first,
-are what it expects of the target) and the names `rio_sglang/cpu/patches.py` rebinds.
+are what it expects of the target; validate.py's included), the pydantic validators
+`runtime/validate.py` re-wraps, and the names `rio_sglang/cpu/patches.py` rebinds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pkgutil
 import pytest
 
 from rio_sglang.cpu import patches
-from rio_sglang.runtime import hooks
+from rio_sglang.runtime import hooks, validate
 
 VAR = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -57,6 +58,10 @@ STAND_INS = [
      lambda self, req, up_to: None, hooks.checkpoint_into_tree),
     ("sglang.srt.model_executor.forward_batch_info.ForwardBatch.init_new",
      classmethod(lambda cls, schedule_batch, model_runner: None), hooks.init_new),
+    ("sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
+     lambda self, obj: None, validate.validate_one_request),
+    ("sglang.srt.entrypoints.http_server.serve_generate_request",
+     lambda obj, request, raw: None, validate.serve_generate_request),
 ]
 
 
@@ -91,6 +96,18 @@ def test_openai_streams_still_end_with_the_done_line(target):
     from rio_sglang.runtime.output import DONE
 
     assert repr(DONE)[1:-1] in inspect.getsource(resolve(target))  # the chunk we insert before
+
+
+def test_openai_model_validators_are_where_we_rewrap_them():
+    from pydantic import BaseModel
+    from sglang.srt.entrypoints.openai import protocol
+
+    models = [m for m in vars(protocol).values() if isinstance(m, type)
+              and issubclass(m, BaseModel) and m.__module__ == protocol.__name__]
+    before = [d for m in models for d in m.__pydantic_decorators__.model_validators.values()
+              if d.info.mode == "before"]
+    assert before and all(callable(d.func) for d in before)
+    assert "force" in inspect.signature(BaseModel.model_rebuild).parameters
 
 
 def test_cpu_patch_targets_exist():

@@ -8,6 +8,7 @@ are what it expects of the target; validate.py's included), the pydantic validat
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -89,6 +90,23 @@ def test_sglang_extension_points_exist():
         ours = getattr(ReasoningOutputStreamer, name)
         assert mismatch(getattr(SchedulerOutputStreamer, name), ours, skip=0) is None, name
     assert mismatch(ModelRunner.supports_sampling_observer, lambda self: None, skip=0) is None
+
+
+def test_the_observer_is_handed_only_the_sampling_info():
+    """Why the stepping rows ride on `SamplingBatchInfo` (hooks.py's table): SGLang's observer
+    methods take the batch's sampling info and nothing that names the batch otherwise."""
+    from sglang.srt.sampling.sampling_batch_info import SamplingBatchInfo
+    from sglang.srt.sampling.sampling_observer import SamplingObserver
+
+    from rio_sglang.runtime.step import ROWS_ATTR, ReasoningObserver
+
+    for name in ("is_active", "before_grammar", "after_sample"):
+        theirs = getattr(SamplingObserver, name)
+        assert mismatch(theirs, getattr(ReasoningObserver, name), skip=0) is None, name
+    assert list(inspect.signature(SamplingObserver.is_active).parameters) == [
+        "self", "sampling_info"]
+    assert not hasattr(SamplingBatchInfo, "__slots__") and ROWS_ATTR not in {
+        f.name for f in dataclasses.fields(SamplingBatchInfo)}  # ours, settable, not theirs
 
 
 @pytest.mark.parametrize("target", [t for t, _, _ in HOOKS if t.endswith("_stream")])

@@ -37,7 +37,7 @@ Not through the registry, and why (guard: tests/test_sglang_seams.py, named test
   (`test_openai_model_validators_are_where_we_rewrap_them`).
 - `SamplingBatchInfo.rio_reasoning_rows` (`step.py::ROWS_ATTR`), an attribute set by
   `init_new`: SGLang's sampling observer is handed only the batch's sampling info, so the
-  stepping rows travel on it (`test_sglang_extension_points_exist`).
+  stepping rows travel on it (`test_the_observer_is_handed_only_the_sampling_info`).
 """
 
 from __future__ import annotations

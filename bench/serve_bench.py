@@ -28,7 +28,7 @@ from bench import report as rep
 from bench.mode_client import MODE_SPECS, run_mode, warm_up, workload_prompts
 from bench.roofline import roofline
 from rio_sglang import env
-from rio_sglang.server import launch
+from rio_sglang.launcher import launch
 
 log = logging.getLogger("bench")
 GPU_DEFAULTS = {"preset": "rio-slice-4", "input_len": 1024, "output_len": 256,
@@ -109,7 +109,7 @@ def run_server(server: str, ckpt: Path, args, out: Path) -> list[dict]:
     """Start one server, run every row it owes, stop it."""
     extra = ["--load-format", "dummy"] if args.dummy else []
     if not args.cpu:  # the launch recipes' attention backend, for both servers alike
-        from launch.serve import GPU_ATTENTION
+        from launch.recipe import GPU_ATTENTION
 
         extra += GPU_ATTENTION
     srv = launch(ckpt, cpu=args.cpu, extra_args=extra + args.server_args, stock=server == "stock",

@@ -1,4 +1,4 @@
 """Deployment recipes: per-hardware flag files, the launcher, a memory calculator, a smoke client.
 
-Run from the repository root (`python -m launch.memory ...`); `launch/serve.sh TARGET` anywhere.
+Run from the repository root (`python -m launch.memory ...`); `launch/recipe.sh TARGET` anywhere.
 """

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch.params import BF16, FP32, Weight, full_attention_layers, weights
-from launch.serve import Target, read_target
+from launch.recipe import Target, read_target
 
 RIO_CONFIG = Path(__file__).resolve().parent / "rio_config.json"
 GIB = 1 << 30
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     target = read_target(args.target, _Placeholders())
     path = args.config or RIO_CONFIG
     if target.tiny and args.config is None:
-        from rio_sglang.serve import tiny_checkpoint
+        from rio_sglang.quickstart import tiny_checkpoint
 
         path = tiny_checkpoint() / "config.json"
     cfg = json.loads(path.read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from rio_sglang.server import launch
+from rio_sglang.launcher import launch
 from rio_sglang.tiny import write_tiny_checkpoint
 
 

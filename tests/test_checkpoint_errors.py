@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rio_sglang.checkpoint import CheckpointError, verify_checkpoint
-from rio_sglang.server import ServerStartError, launch
+from rio_sglang.launcher import ServerStartError, launch
 from rio_sglang.tiny import write_tiny_checkpoint
 
 INDEX = "model.safetensors.index.json"
@@ -93,7 +93,7 @@ def test_launcher_refuses_before_starting_sglang(tmp_path, pristine, corrupt, na
         path = shutil.copytree(pristine, tmp_path / "ckpt")
         corrupt(path)
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "rio_sglang.serve", "--model-path", str(path)],
+    r = subprocess.run([sys.executable, "-m", "rio_sglang.quickstart", "--model-path", str(path)],
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2
     assert "cannot serve" in r.stderr and named in r.stderr

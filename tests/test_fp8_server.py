@@ -25,7 +25,8 @@ from test_reasoning_server import REF_NEW, REFERENCE_CASES, assert_equals_refere
 from test_reasoning_server import gen as gen_reasoning
 from test_server_parity import chat_ids
 
-from rio_sglang.server import EXPERTS_MARK, launch
+from rio_sglang.launcher import launch
+from rio_sglang.logmarks import EXPERTS_MARK
 from rio_sglang.tiny import PRESETS, write_tiny_checkpoint
 from rio_sglang.tiny.fp8 import dequantized, quantize_tensors
 from rio_sglang.tiny.writer import write_shards

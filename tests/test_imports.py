@@ -6,8 +6,8 @@ import sys
 import pytest
 
 MODULES = ["rio_sglang", "rio_kernels", "rio_frontend", "rio_sglang.tiny", "rio_sglang.env",
-           "rio_sglang.checkpoint", "rio_sglang.server", "rio_sglang.serve", "rio_sglang.cpu",
-           "rio_sglang.reasoning", "rio_kernels.fused_moe"]
+           "rio_sglang.checkpoint", "rio_sglang.launcher", "rio_sglang.quickstart",
+           "rio_sglang.logmarks", "rio_sglang.cpu", "rio_sglang.reasoning", "rio_kernels.fused_moe"]
 
 PROBE = """
 import sys, importlib

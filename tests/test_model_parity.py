@@ -21,7 +21,8 @@ from hf_reference import (
     server_greedy_image,
 )
 
-from rio_sglang.server import SERVING_MARK, launch
+from rio_sglang.launcher import launch
+from rio_sglang.logmarks import SERVING_MARK
 from rio_sglang.tiny import write_tiny_checkpoint
 
 pytestmark = pytest.mark.server

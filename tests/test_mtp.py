@@ -29,14 +29,8 @@ from hf_reference import (
 from test_reasoning_server import gen
 from test_strict_loading import rewrite
 
-from rio_sglang.server import (
-    MTP_MARK,
-    NEXTN_CPU_FLAGS,
-    SERVING_MARK,
-    Server,
-    ServerStartError,
-    launch,
-)
+from rio_sglang.launcher import NEXTN_CPU_FLAGS, Server, ServerStartError, launch
+from rio_sglang.logmarks import MTP_MARK, SERVING_MARK
 from rio_sglang.tiny import write_tiny_checkpoint
 
 pytestmark = pytest.mark.server

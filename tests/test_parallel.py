@@ -21,7 +21,8 @@ from hf_reference import DEEP_IMAGE_QUESTION, hf_greedy, hf_greedy_image, server
 from test_reasoning_server import REF_NEW, REF_PROMPT_SEED, REFERENCE_CASES, reference_run
 from test_reasoning_server import gen as gen_reasoning
 
-from rio_sglang.server import LAYOUT_MARK, REASONING_MARK, launch
+from rio_sglang.launcher import launch
+from rio_sglang.logmarks import LAYOUT_MARK, REASONING_MARK
 from rio_sglang.tiny import write_tiny_checkpoint
 
 pytestmark = pytest.mark.server

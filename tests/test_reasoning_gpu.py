@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_reasoning_server import NO_MATH, gen, ids_prompt
 
-from rio_sglang.server import launch
+from rio_sglang.launcher import launch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 GPU_FLAGS = ["--dtype", "bfloat16", "--mem-fraction-static", "0.3", "--decode-log-interval", "1",

@@ -11,8 +11,8 @@ import requests
 import torch
 from hf_reference import hf_model
 
+from rio_sglang.launcher import launch
 from rio_sglang.reasoning import ReasoningSpec, generate_reference, resolve_tokens
-from rio_sglang.server import launch
 
 pytestmark = pytest.mark.server
 NEW = 10

@@ -1,6 +1,7 @@
 """The request-side hooks in-process: spec validation errors name the field, latent modes are
 refused under speculative decoding (tests/test_mtp.py shows the same through a NEXTN server),
-and the slot bookkeeping that tells the runtime which slots to reset or release."""
+the slot bookkeeping that tells the runtime which slots to reset or release, and a request that
+finishes or is aborted leaves no entry in the reasoning context."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from rio_sglang.reasoning.spec import ReasoningSpec
 from rio_sglang.runtime import hooks
-from rio_sglang.runtime import requests as rq
+from rio_sglang.runtime.context import ReasoningContext, uses_latent
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +83,47 @@ CLAIMS = [
 
 
 @pytest.mark.parametrize("claims,expected", [c[1:] for c in CLAIMS], ids=[c[0] for c in CLAIMS])
-def test_slot_bookkeeping(monkeypatch, claims, expected):
-    monkeypatch.setattr(rq, "TRACKED", {})
-    monkeypatch.setattr(rq, "SLOT_OWNER", {})
-    assert [rq.claim(rid, slot, spec) for rid, slot, spec in claims] == expected
+def test_slot_bookkeeping(claims, expected):
+    ctx = ReasoningContext()
+    assert [ctx.claim(rid, slot, spec) for rid, slot, spec in claims] == expected
     last_rid, last_slot, _ = claims[-1]
-    if rq.uses_latent(claims[-1][2]):
-        assert rq.forget(last_rid).slot == last_slot
-    assert last_slot not in rq.SLOT_OWNER
+    if uses_latent(claims[-1][2]):
+        assert ctx.forget(last_rid).slot == last_slot
+    assert last_slot not in ctx.slot_owner
+
+
+# how the request leaves, its spec, the slots the next batch's claim releases first
+LEAVES = [
+    ("finished", {"mode": "latent"}, []),  # its slot freed when its statistics were read
+    ("finished", {"mode": "explicit"}, []),
+    ("aborted", {"mode": "latent"}, [3]),
+    ("aborted", {"mode": "switch"}, [3]),
+    ("aborted", {"mode": "explicit"}, []),
+]
+
+
+@pytest.mark.parametrize("how,spec,released", LEAVES,
+                         ids=[f"{h}-{s['mode']}" for h, s, _ in LEAVES])
+def test_a_request_that_leaves_leaves_no_entry(monkeypatch, how, spec, released):
+    from sglang.srt.managers.schedule_batch import FINISH_LENGTH, Req
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    from rio_sglang.runtime import output
+
+    ctx = ReasoningContext()
+    monkeypatch.setattr(hooks, "CONTEXT", ctx)
+    monkeypatch.setattr(output, "CONTEXT", ctx)
+    req = Req("r1", "hi", [1, 2], SamplingParams(max_new_tokens=2,
+                                                 custom_params={"rio_reasoning": spec}))
+    assert ctx.claim(req.rid, 3, ctx.spec_of_req(req, keep=True))[0] == uses_latent(
+        ctx.spec_of_req(req))
+    assert req.rid in ctx.specs
+    if how == "aborted":
+        hooks.aborted(None, None, req)  # after SGLang's Scheduler._release_aborted_request
+    else:  # SGLang's output streamer (ours) sends its statistics
+        req.finished_reason = FINISH_LENGTH(2)
+        info = output.ReasoningOutputStreamer.build_additional_customized_info(None, [req])
+        assert info[output.STATS_KEY][0][0]["spec"]["mode"] == spec["mode"]
+    assert (ctx.specs, ctx.tracked, ctx.slot_owner) == ({}, {}, {})
+    assert ctx.claim("r2", 5, None) == (False, released)
+    assert ctx.stale == []

@@ -2,11 +2,13 @@
 code passes it: an SGLang upgrade that moves or reshapes one fails here, not in a server.
 
 Targets: `rio_sglang/runtime/hooks.py::hooks` (each hook's own parameters, after its first,
-are what it expects of the target) and the names `rio_sglang/cpu/patches.py` rebinds.
+are what it expects of the target; validate.py's included), the pydantic validators
+`runtime/validate.py` re-wraps, and the names `rio_sglang/cpu/patches.py` rebinds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
@@ -14,7 +16,7 @@ import pkgutil
 import pytest
 
 from rio_sglang.cpu import patches
-from rio_sglang.runtime import hooks
+from rio_sglang.runtime import hooks, validate
 
 VAR = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -57,6 +59,10 @@ STAND_INS = [
      lambda self, req, up_to: None, hooks.checkpoint_into_tree),
     ("sglang.srt.model_executor.forward_batch_info.ForwardBatch.init_new",
      classmethod(lambda cls, schedule_batch, model_runner: None), hooks.init_new),
+    ("sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
+     lambda self, obj: None, validate.validate_one_request),
+    ("sglang.srt.entrypoints.http_server.serve_generate_request",
+     lambda obj, request, raw: None, validate.serve_generate_request),
 ]
 
 
@@ -86,11 +92,40 @@ def test_sglang_extension_points_exist():
     assert mismatch(ModelRunner.supports_sampling_observer, lambda self: None, skip=0) is None
 
 
+def test_the_observer_is_handed_only_the_sampling_info():
+    """Why the stepping rows ride on `SamplingBatchInfo` (hooks.py's table): SGLang's observer
+    methods take the batch's sampling info and nothing that names the batch otherwise."""
+    from sglang.srt.sampling.sampling_batch_info import SamplingBatchInfo
+    from sglang.srt.sampling.sampling_observer import SamplingObserver
+
+    from rio_sglang.runtime.step import ROWS_ATTR, ReasoningObserver
+
+    for name in ("is_active", "before_grammar", "after_sample"):
+        theirs = getattr(SamplingObserver, name)
+        assert mismatch(theirs, getattr(ReasoningObserver, name), skip=0) is None, name
+    assert list(inspect.signature(SamplingObserver.is_active).parameters) == [
+        "self", "sampling_info"]
+    assert not hasattr(SamplingBatchInfo, "__slots__") and ROWS_ATTR not in {
+        f.name for f in dataclasses.fields(SamplingBatchInfo)}  # ours, settable, not theirs
+
+
 @pytest.mark.parametrize("target", [t for t, _, _ in HOOKS if t.endswith("_stream")])
 def test_openai_streams_still_end_with_the_done_line(target):
     from rio_sglang.runtime.output import DONE
 
     assert repr(DONE)[1:-1] in inspect.getsource(resolve(target))  # the chunk we insert before
+
+
+def test_openai_model_validators_are_where_we_rewrap_them():
+    from pydantic import BaseModel
+    from sglang.srt.entrypoints.openai import protocol
+
+    models = [m for m in vars(protocol).values() if isinstance(m, type)
+              and issubclass(m, BaseModel) and m.__module__ == protocol.__name__]
+    before = [d for m in models for d in m.__pydantic_decorators__.model_validators.values()
+              if d.info.mode == "before"]
+    assert before and all(callable(d.func) for d in before)
+    assert "force" in inspect.signature(BaseModel.model_rebuild).parameters
 
 
 def test_cpu_patch_targets_exist():

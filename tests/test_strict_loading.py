@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rio_sglang.server import ServerStartError, launch
+from rio_sglang.launcher import ServerStartError, launch
 from rio_sglang.tiny import write_tiny_checkpoint
 from rio_sglang.tiny.writer import write_shards
 

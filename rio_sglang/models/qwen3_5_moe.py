@@ -18,10 +18,8 @@ from sglang.srt.models.qwen3_vl import Qwen3VLForConditionalGeneration
 
 from rio_sglang.checkpoint import verify_checkpoint
 from rio_sglang.layers.decoder import RioTextModel
-from rio_sglang.reasoning.device import DeviceStep
-from rio_sglang.reasoning.tokens import resolve_tokens
-from rio_sglang.runtime.engine import ReasoningRuntime
-from rio_sglang.server import EXPERTS_MARK, LAYOUT_MARK, REASONING_MARK, SERVING_MARK
+from rio_sglang.logmarks import EXPERTS_MARK, LAYOUT_MARK, SERVING_MARK
+from rio_sglang.runtime.latent import LatentTable
 from rio_sglang.weights import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -48,20 +46,8 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
         self.is_mrope_enabled = not self.language_model_only and "mrope_section" in rope
         self.tp_size = get_tensor_model_parallel_world_size()
         self.reasoning = None  # ReasoningRuntime: `init_reasoning`, once the slot pool exists
-        # Latent steps mix embedding rows where the logits are: on the last stage. Each TP rank
-        # mixes the vocab shard it embeds with (no copy); a last stage that is not also the
-        # first holds no embedding, so it keeps a copy of its TP rank's vocab rows
-        # (V/tp x H in the model dtype), allocated here so that SGLang's memory profile counts
-        # it, filled by the loader from the checkpoint's table.
-        pp = self.pp_group
-        self.mix_range = _even_shard(self.config.vocab_size, get_tensor_model_parallel_rank(),
-                                     self.tp_size)
-        copy = pp.is_last_rank and not pp.is_first_rank
-        self.register_buffer("latent_embed", torch.empty(
-            self.mix_range[1], self.config.hidden_size) if copy else None, persistent=False)
-        self.register_buffer("latent_special", torch.empty(3, self.config.hidden_size)
-                             if copy else None, persistent=False)
-        self.latent_embed_ready = False
+        self.latent = LatentTable(self.config, self.pp_group, get_tensor_model_parallel_rank(),
+                                  self.tp_size, model_path)
         self.model_path = model_path
         log.warning("%s: %s.%s (%d layers, %d experts top-%d)", SERVING_MARK,
                     type(self).__module__, type(self).__qualname__, self.config.num_hidden_layers,
@@ -82,74 +68,14 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
                 f"moe_tp {mlp.moe_tp_rank}/{mlp.moe_tp_size} expert_inter {mlp.w2.shape[2]}")
 
     def keep_latent_embed(self, full: torch.Tensor) -> None:
-        """The loader hands over the checkpoint's whole embedding table [V, H]; a last stage
-        that is not the first keeps its TP rank's vocab rows and the three special rows."""
-        if self.latent_embed is None:
-            return
-        if tuple(full.shape) != (self.config.vocab_size, self.config.hidden_size):
-            raise ValueError(f"shape {tuple(full.shape)}, expected "
-                             f"{(self.config.vocab_size, self.config.hidden_size)}")
-        start, length = self.mix_range
-        self.latent_embed.copy_(full[start:start + length])
-        ids = DeviceStep.special_rows(self._tokens())
-        self.latent_special.copy_(full[torch.tensor(ids)])
-        self.latent_embed_ready = True
-
-    def _tokens(self):
-        from transformers import AutoTokenizer
-
-        return resolve_tokens(AutoTokenizer.from_pretrained(self.model_path))
-
-    def _mix_table(self, tokens) -> tuple[torch.Tensor, int, int, torch.Tensor]:
-        """(table [>= v_len, H], v_start, v_len, special [3, H]) for this rank's mixtures."""
-        ids = DeviceStep.special_rows(tokens)
-        if self.pp_group.is_first_rank:
-            emb = self.model.embed_tokens
-            v_start = emb.shard_indices.org_vocab_start_index
-            v_len = emb.shard_indices.org_vocab_end_index - v_start
-            table = emb.weight.data
-            special = torch.zeros(3, table.shape[1], dtype=table.dtype, device=table.device)
-            for i, tok in enumerate(ids):  # each special row from the rank that holds it
-                if v_start <= tok < v_start + v_len:
-                    special[i] = table[tok - v_start]
-            if self.tp_size > 1:
-                from sglang.srt.distributed.communication_op import (
-                    tensor_model_parallel_all_reduce,
-                )
-
-                special = tensor_model_parallel_all_reduce(special)
-            return table, v_start, v_len, special
-        v_start, v_len = self.mix_range
-        if not self.latent_embed_ready:  # --load-format dummy: random rows, as the weights are
-            log.warning("rio-sglang: dummy weights, random embedding rows for latent steps")
-            self.latent_embed.normal_(0.0, 0.02)
-            self.latent_special.normal_(0.0, 0.02)
-        return self.latent_embed, v_start, v_len, self.latent_special
+        """The loader hands over the checkpoint's whole embedding table [V, H]."""
+        self.latent.keep(full)
 
     def init_reasoning(self, num_slots: int) -> None:
         """Per-slot reasoning state on this rank, and the embedding override that feeds latent
         slots their next input (SGLang calls it through our hook before capturing graphs)."""
-        tokens = self._tokens()
-        table, v_start, v_len, special = self._mix_table(tokens)
-        all_reduce = None
-        if self.tp_size > 1:
-            from sglang.srt.distributed.communication_op import tensor_model_parallel_all_reduce
-
-            all_reduce = tensor_model_parallel_all_reduce
-        step = DeviceStep(num_slots, tokens, self.config.vocab_size, table, v_start, v_len,
-                          special, all_reduce)
-        pp = self.pp_group
-        self.reasoning = ReasoningRuntime(step, relay_to_first_stage=pp.world_size > 1)
+        self.reasoning = self.latent.runtime(num_slots, getattr(self.model, "embed_tokens", None))
         self.model.embed_override = self.reasoning.override_embeds
-        copy = 0 if self.latent_embed is None else (
-            self.latent_embed.numel() * self.latent_embed.element_size())
-        buffers = step.buffer_bytes()
-        log.warning(
-            "%s: %d slots; mixture rows: vocab [%d, %d) of %d, %s; reasoning buffers %.2f MiB "
-            "(%s)", REASONING_MARK, num_slots, v_start, v_start + v_len, self.config.vocab_size,
-            f"a copy of {copy / 2**20:.2f} MiB" if copy else "the embedding shard itself (no copy)",
-            sum(buffers.values()) / 2**20,
-            ", ".join(f"{k} {v / 2**20:.2f}" for k, v in buffers.items()))
 
     def load_weights(self, weights) -> None:
         path = self.model_path
@@ -158,13 +84,6 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
             log.warning("rio-sglang serving %s", verify_checkpoint(path).describe())
         n = load_checkpoint(self, weights)
         log.warning("rio-sglang loaded %d checkpoint tensors strictly", n)
-
-
-def _even_shard(vocab: int, rank: int, size: int) -> tuple[int, int]:
-    """(first vocab id, rows) of this TP rank's share of a last stage's mixture rows."""
-    per = -(-vocab // size)
-    start = min(rank * per, vocab)
-    return start, min(per, vocab - start)
 
 
 EntryClass = [Qwen3_5MoeForConditionalGeneration]

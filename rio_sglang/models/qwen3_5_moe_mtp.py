@@ -24,7 +24,7 @@ from sglang.srt.runtime_context import get_parallel
 from torch import nn
 
 from rio_sglang.layers.decoder import DecoderLayer
-from rio_sglang.server import MTP_MARK
+from rio_sglang.logmarks import MTP_MARK
 from rio_sglang.weights import MTP_RULES, load_checkpoint, mtp_name
 
 log = logging.getLogger(__name__)

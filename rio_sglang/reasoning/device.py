@@ -1,7 +1,7 @@
 """One rank's SwiReasoning step on the device: the per-slot state, what it publishes for the next
 decode step, and the embedding rows it mixes (this rank's vocab shard). SGLang-free.
 
-`runtime/engine.py` calls `pre` where SGLang hands over the raw logits and `post` with the
+`runtime/step.py` calls `pre` where SGLang hands over the raw logits and `post` with the
 sampled tokens; both only launch kernels (`rio_kernels.swir_step`), never wait on the device.
 """
 

@@ -1,4 +1,4 @@
-"""SwiReasoning inside SGLang: request plumbing (hooks.py) and the per-step device work (engine.py).
+"""SwiReasoning inside SGLang: request plumbing (hooks.py) and the per-step device work (step.py).
 
 `plugin_entry` is an `sglang.srt.plugins` entry point that SGLang runs in every process of any
 server in this virtualenv: it installs the hooks only where our model package is served

@@ -1,7 +1,7 @@
 """The server-wide default reasoning spec (`RIO_REASONING_DEFAULT`) and the spec a request runs.
 
-The launchers (`rio_sglang.serve`, `launch/serve.py`) check the default with `check_default`
-before SGLang starts and export it; in SGLang's processes `requests.spec_of` asks `effective`.
+The launchers (`rio_sglang.quickstart`, `launch/recipe.py`) check the default with `check_default`
+before SGLang starts and export it; in SGLang's processes `context.spec_of` asks `effective`.
 A request's own `custom_params.rio_reasoning` replaces the default whole (no field merging).
 """
 

@@ -12,17 +12,32 @@ target (`sglang.srt...`), hook type: why (no official route unless said)
   400); latent modes are refused under speculative decoding.
 - `ModelRunner._init_post_memory_pool_components`, after: our model builds its runtime once the
   slot pool exists, before CUDA graphs, and sets SGLang's sampling observer (its documented
-  route; engine.py).
+  route; step.py).
 - `ForwardBatch.init_new` (a classmethod), after: new latent / switch requests get their slot
-  reset, stale slots are released (`requests.claim`), the sampling info names stepping rows.
+  reset, stale slots are released (`context.py::ReasoningContext.claim`), the sampling info
+  names stepping rows.
 - `Scheduler.get_output_streamer_class`, after: returns `output.py::ReasoningOutputStreamer`
-  (SGLang's route for customized output: a streamer subclass).
+  (SGLang's route for customized output: a streamer subclass), which frees finished requests.
+- `Scheduler._release_aborted_request`, after: an aborted request's context entries go.
 - `TokenizerManager._accumulate_request_meta_info` (a staticmethod), around: our statistics
   are one dict, not a per-token list.
 - `OpenAIServing{Chat,Completion}._build_*_response`, after: `metadata["rio_reasoning"]`;
-  `..._generate_*_stream`, around: one last chunk before `[DONE]`.
+  `..._generate_*_stream`, around: a refused first chunk raises (a 400, validate.py), one last
+  chunk before `[DONE]`.
 - `UnifiedRadixCache.checkpoint_into_tree`, around: the radix cache never keys KV written by
   latent steps.
+- validate.py, around: `TokenizerManager._validate_one_request` and `._tokenize_one_request`,
+  `GenerateReqInput.normalize_batch_and_arguments`, `http_server.serve_generate_request`
+  (HTTP process only): a bad request is a 4xx, never a scheduler crash.
+
+Not through the registry, and why (guard: tests/test_sglang_seams.py, named test):
+- the OpenAI request models' "before" validators (`validate.py::_patch_openai_models`, HTTP
+  process only): pydantic compiles them into each model's schema; they are re-wrapped in
+  `__pydantic_decorators__` and the models rebuilt, no attribute to hook
+  (`test_openai_model_validators_are_where_we_rewrap_them`).
+- `SamplingBatchInfo.rio_reasoning_rows` (`step.py::ROWS_ATTR`), an attribute set by
+  `init_new`: SGLang's sampling observer is handed only the batch's sampling info, so the
+  stepping rows travel on it (`test_the_observer_is_handed_only_the_sampling_info`).
 """
 
 from __future__ import annotations
@@ -30,8 +45,8 @@ from __future__ import annotations
 import logging
 
 from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpecError
-from rio_sglang.runtime import requests as rq
 from rio_sglang.runtime import validate
+from rio_sglang.runtime.context import CONTEXT, Admission, spec_of, uses_latent
 
 log = logging.getLogger(__name__)
 _installed = False
@@ -40,13 +55,13 @@ _installed = False
 def verify(result, self, vocab_size):
     """After `SamplingParams.verify`: our spec's errors name the field."""
     try:
-        spec = rq.spec_of(self.custom_params)
+        spec = spec_of(self.custom_params)
         if spec is not None:
             spec.validate(vocab_size)
     except ReasoningSpecError as e:
         # str(e) starts with the field: "window: must lie in [1, 16777216], got -1"
         raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
-    if rq.uses_latent(spec) and _speculative_algorithm():
+    if uses_latent(spec) and _speculative_algorithm():
         raise ValueError(
             f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run under "
             f"speculative decoding ({_speculative_algorithm()}): draft tokens would be "
@@ -68,7 +83,7 @@ def after_memory_pool(result, self):
     """Our model builds its reasoning runtime once the request-slot pool exists and before CUDA
     graphs are captured (the decode graph captures its embedding override), and the runner
     samples through our observer."""
-    from rio_sglang.runtime.engine import ReasoningObserver
+    from rio_sglang.runtime.step import ReasoningObserver
 
     init = getattr(self.model, "init_reasoning", None)
     if init is None or getattr(self, "is_draft_worker", False):
@@ -89,23 +104,23 @@ def _steps(req, decode: bool) -> bool:
 
 def init_new(fb, cls, batch, model_runner, **kwargs):
     """After `ForwardBatch.init_new`: admit / release slots, name the stepping rows."""
-    from rio_sglang.runtime.engine import ROWS_ATTR
+    from rio_sglang.runtime.step import ROWS_ATTR
 
     runtime = getattr(model_runner.model, "reasoning", None)
     if runtime is None:
         return fb
-    admission, release, index, slots = rq.Admission(), [], [], []
+    admission, release, index, slots = Admission(), [], [], []
     decode = batch.forward_mode.is_decode()
     for i, req in enumerate(batch.reqs):
-        spec = rq.spec_of_req(req)
+        spec = CONTEXT.spec_of_req(req, keep=True)
         slot = int(req.kv.req_pool_idx)
-        admit, stale = rq.claim(req.rid, slot, spec)
+        admit, stale = CONTEXT.claim(req.rid, slot, spec)
         release += stale
         if admit:
             admission.slots.append(slot)
             admission.specs.append(spec)
             admission.max_new_tokens.append(int(req.sampling_params.max_new_tokens or 1))
-        if rq.uses_latent(spec) and _steps(req, decode):
+        if uses_latent(spec) and _steps(req, decode):
             index.append(i)
             slots.append(slot)
     if release:
@@ -121,9 +136,14 @@ def checkpoint_into_tree(original, self, req, *, up_to: int, **kwargs):
     """Past the prompt, a latent request's KV (and its GDN state) belongs to soft inputs, not
     to the token ids it would be keyed by: insert nothing beyond what the tree holds."""
     past_prompt = up_to > len(req.origin_input_ids)
-    if past_prompt and rq.uses_latent(rq.spec_of_req(req)):
+    if past_prompt and uses_latent(CONTEXT.spec_of_req(req)):
         up_to = min(up_to, req.kv.cache_protected_len)
     return original(self, req, up_to=up_to, **kwargs)
+
+
+def aborted(result, self, req):
+    """After `Scheduler._release_aborted_request`: an aborted request's entries go."""
+    CONTEXT.abort(req.rid)
 
 
 def hooks() -> list[tuple[str, str, object]]:
@@ -132,6 +152,7 @@ def hooks() -> list[tuple[str, str, object]]:
 
     chat = "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat"
     comp = "sglang.srt.entrypoints.openai.serving_completions.OpenAIServingCompletion"
+    tm = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
     return [
         ("sglang.srt.sampling.sampling_params.SamplingParams.verify", "after", verify),
         ("sglang.srt.model_executor.model_runner.ModelRunner._init_post_memory_pool_components",
@@ -139,8 +160,8 @@ def hooks() -> list[tuple[str, str, object]]:
         ("sglang.srt.model_executor.forward_batch_info.ForwardBatch.init_new", "after", init_new),
         ("sglang.srt.managers.scheduler.Scheduler.get_output_streamer_class", "after",
          output.streamer_class),
-        ("sglang.srt.managers.tokenizer_manager.TokenizerManager._accumulate_request_meta_info",
-         "around", output.accumulate_meta_info),
+        ("sglang.srt.managers.scheduler.Scheduler._release_aborted_request", "after", aborted),
+        (f"{tm}._accumulate_request_meta_info", "around", output.accumulate_meta_info),
         (f"{chat}._build_chat_response", "after", output.response_metadata),
         (f"{comp}._build_completion_response", "after", output.response_metadata),
         (f"{chat}._generate_chat_stream", "around",
@@ -149,6 +170,12 @@ def hooks() -> list[tuple[str, str, object]]:
          output.stream_with_stats("text_completion")),
         ("sglang.srt.mem_cache.unified_radix_cache.UnifiedRadixCache.checkpoint_into_tree",
          "around", checkpoint_into_tree),
+        (f"{tm}._validate_one_request", "around", validate.validate_one_request),
+        (f"{tm}._tokenize_one_request", "around", validate.tokenize_one_request),
+        ("sglang.srt.managers.io_struct.GenerateReqInput.normalize_batch_and_arguments",
+         "around", validate.normalize_batch),
+        (f"{validate.HTTP_MODULE}.serve_generate_request", "around",
+         validate.serve_generate_request),
     ]
 
 
@@ -174,6 +201,8 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    _register(hooks())
-    validate.install()  # API-boundary checks (issue 14): patches of their own, guarded there
+    http = validate.in_http_process()
+    _register([h for h in hooks() if http or not h[0].startswith(validate.HTTP_MODULE)])
+    if http:
+        validate._patch_openai_models()  # before the HTTP routes are built
     log.info("rio-sglang reasoning hooks registered")

@@ -13,8 +13,7 @@ import time
 
 from sglang.srt.managers.scheduler_components.output_streamer import SchedulerOutputStreamer
 
-from rio_sglang.runtime import defaults, engine
-from rio_sglang.runtime import requests as rq
+from rio_sglang.runtime import defaults, step, validate
 from rio_sglang.runtime.context import CONTEXT
 
 STATS_KEY = "rio_reasoning"
@@ -23,18 +22,23 @@ DONE = "data: [DONE]\n\n"  # SGLang's OpenAI stream terminator
 
 class ReasoningOutputStreamer(SchedulerOutputStreamer):
     """Finished reasoning requests carry their statistics (read from the device once) and free
-    their slot. SGLang refuses customized info on its Rust egress: such a server fails at start."""
+    their slot and context entries. SGLang refuses customized info on its Rust egress: such a
+    server fails at start."""
 
     has_additional_customized_info = True
 
     def build_additional_customized_info(self, reqs) -> dict[str, list]:
         values = []  # per request: [] until it finishes, then [its statistics]
         for req in reqs:
-            spec = rq.spec_of_req(req)
-            if spec is None or not req.finished():
+            if not req.finished():
                 values.append([])
                 continue
-            stats = engine.finish(rq.forget(req.rid), len(req.output_ids))
+            spec = CONTEXT.spec_of_req(req)
+            tracked = CONTEXT.forget(req.rid)
+            if spec is None:
+                values.append([])
+                continue
+            stats = step.finish(tracked, len(req.output_ids))
             # which spec applied, and whether it came from the server default (issue 18)
             values.append([{**stats, **defaults.applied(req.sampling_params.custom_params)}])
         return {STATS_KEY: values}
@@ -72,10 +76,12 @@ def response_metadata(response, self, request, ret, *args, **kwargs):
 
 def stream_with_stats(obj: str):
     """Around `_generate_chat_stream` / `_generate_completion_stream` (chunk object `obj`):
-    one more chunk before `[DONE]`, no choices, the statistics as non-streaming responses."""
+    a refused first chunk raises (`validate.py::refuse_first`); one more chunk before
+    `[DONE]`, no choices, the statistics as non-streaming responses."""
 
     async def stream(original, self, adapted_request, request, *args, **kwargs):
-        async for chunk in original(self, adapted_request, request, *args, **kwargs):
+        chunks = original(self, adapted_request, request, *args, **kwargs)
+        async for chunk in validate.refuse_first(chunks):
             if chunk == DONE:
                 extra = _stats_chunk(adapted_request.rid, request, obj)
                 if extra is not None:

@@ -1,5 +1,5 @@
-"""Request checks at the API boundary (installed by `hooks.install`): nothing a client sends may
-fail inside the scheduler, where one exception takes the whole server down.
+"""Request checks at the API boundary (hooks.py registers them): nothing a client sends may fail
+inside the scheduler, where one exception takes the whole server down.
 
 1. `TokenizerManager._validate_one_request` (every /generate, OpenAI and multimodal request,
    single or batched, once its prompt is tokenized; a client's ids also before a multimodal
@@ -27,7 +27,7 @@ import multiprocessing
 import sys
 
 from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpecError, _is_int, _is_number, show
-from rio_sglang.runtime import requests as rq
+from rio_sglang.runtime.context import spec_of
 
 HTTP_MODULE = "sglang.srt.entrypoints.http_server"
 MAX_SAMPLES = 128  # `n`, as OpenAI's API
@@ -95,59 +95,44 @@ def check_spec_lengths(sampling_params, vocab_size: int, context_len: int) -> No
     `SamplingParams.verify`, which names them)."""
     custom = sampling_params.get("custom_params") if isinstance(sampling_params, dict) else None
     try:
-        spec = rq.spec_of(custom)
+        spec = spec_of(custom)
         if spec is not None:
             spec.validate(vocab_size, context_len)
     except ReasoningSpecError as e:
         raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
 
 
-def _patch_tokenizer_manager() -> None:
-    from sglang.srt.managers.tokenizer_manager import TokenizerManager
-
-    original = TokenizerManager._validate_one_request
-
-    @functools.wraps(original)
-    def validate_one_request(self, obj, input_ids):
-        vocab_size = self.model_config.vocab_size
-        check_input_ids(input_ids, vocab_size)
-        check_top_logprobs(getattr(obj, "top_logprobs_num", None), vocab_size)
-        original(self, obj, input_ids)
-        check_sampling(obj.sampling_params, vocab_size, self.context_len)
-        check_spec_lengths(obj.sampling_params, vocab_size, self.context_len)
-
-    TokenizerManager._validate_one_request = validate_one_request
-    tokenize = TokenizerManager._tokenize_one_request
-
-    @functools.wraps(tokenize)
-    async def tokenize_one_request(self, obj):
-        if isinstance(getattr(obj, "input_ids", None), list):  # before a multimodal processor
-            check_input_ids(obj.input_ids, self.model_config.vocab_size)
-        return await tokenize(self, obj)
-
-    TokenizerManager._tokenize_one_request = tokenize_one_request
+def validate_one_request(original, self, obj, input_ids):
+    """Around `TokenizerManager._validate_one_request`: ours before and after SGLang's."""
+    vocab_size = self.model_config.vocab_size
+    check_input_ids(input_ids, vocab_size)
+    check_top_logprobs(getattr(obj, "top_logprobs_num", None), vocab_size)
+    original(self, obj, input_ids)
+    check_sampling(obj.sampling_params, vocab_size, self.context_len)
+    check_spec_lengths(obj.sampling_params, vocab_size, self.context_len)
 
 
-def _patch_batch_shape() -> None:
-    from sglang.srt.managers.io_struct import GenerateReqInput
+async def tokenize_one_request(original, self, obj):
+    """Around `TokenizerManager._tokenize_one_request`: a client's ids before a multimodal
+    processor reads them."""
+    if isinstance(getattr(obj, "input_ids", None), list):
+        check_input_ids(obj.input_ids, self.model_config.vocab_size)
+    return await original(self, obj)
 
-    original = GenerateReqInput.normalize_batch_and_arguments
 
-    @functools.wraps(original)
-    def normalize_batch_and_arguments(self):
-        check_samples_per_prompt(self.sampling_params)
-        original(self)
-        if self.is_single:
-            if isinstance(self.rid, (list, dict)):  # the request table is keyed by it
-                raise ValueError("rid: a single request takes one id, not a list")
-            return
-        try:  # the tokenizer manager splits the batch so, after this
-            for i in range(len(self.rid)):
-                self[i]
-        except (IndexError, TypeError, KeyError) as e:
-            raise ValueError(f"batch fields disagree in length or type: {e}") from None
-
-    GenerateReqInput.normalize_batch_and_arguments = normalize_batch_and_arguments
+def normalize_batch(original, self):
+    """Around `GenerateReqInput.normalize_batch_and_arguments`: `n` first, then the shape."""
+    check_samples_per_prompt(self.sampling_params)
+    original(self)
+    if self.is_single:
+        if isinstance(self.rid, (list, dict)):  # the request table is keyed by it
+            raise ValueError("rid: a single request takes one id, not a list")
+        return
+    try:  # the tokenizer manager splits the batch so, after this
+        for i in range(len(self.rid)):
+            self[i]
+    except (IndexError, TypeError, KeyError) as e:
+        raise ValueError(f"batch fields disagree in length or type: {e}") from None
 
 
 def _patch_openai_models() -> None:
@@ -177,66 +162,50 @@ def _as_value_error(func):
     return before
 
 
-def _patch_generate_stream() -> None:
+async def serve_generate_request(original, obj, request):
+    """Around `http_server.serve_generate_request`: a stream is started before its status."""
     from fastapi.responses import StreamingResponse
     from sglang.srt.entrypoints import http_server
 
-    original = http_server.serve_generate_request
+    if not obj.stream:
+        return await original(obj, request)
+    manager = http_server._global_state.tokenizer_manager
+    outputs = manager.generate_request(obj, request)
+    try:  # validation runs before the first output: refuse before HTTP 200 is sent
+        first = await outputs.__anext__()
+    except ValueError as e:
+        return http_server._create_error_response(e)
+    refused = _refusal(first)
+    if refused is not None:  # refused after admission (a grammar that does not compile)
+        return http_server._create_error_response(ValueError(refused))
 
-    @functools.wraps(original)
-    async def serve_generate_request(obj, request):
-        if not obj.stream:
-            return await original(obj, request)
-        manager = http_server._global_state.tokenizer_manager
-        outputs = manager.generate_request(obj, request)
-        try:  # validation runs before the first output: refuse before HTTP 200 is sent
-            first = await outputs.__anext__()
-        except ValueError as e:
-            return http_server._create_error_response(e)
-        refused = _refusal(first)
-        if refused is not None:  # refused after admission (a grammar that does not compile)
-            return http_server._create_error_response(ValueError(refused))
+    async def stream():
+        try:
+            async for out in _prepend(first, outputs):
+                yield b"data: " + http_server.dumps_json(out) + b"\n\n"
+        except ValueError as e:  # as SGLang's own stream: an error event, then [DONE]
+            if not await request.is_disconnected():
+                error = {"error": {"message": str(e), "type": "invalid_request_error",
+                                   "code": getattr(e, "status_code", 400)}}
+                yield b"data: " + http_server.dumps_json(error) + b"\n\n"
+        yield b"data: [DONE]\n\n"
 
-        async def stream():
-            try:
-                async for out in _prepend(first, outputs):
-                    yield b"data: " + http_server.dumps_json(out) + b"\n\n"
-            except ValueError as e:  # as SGLang's own stream: an error event, then [DONE]
-                if not await request.is_disconnected():
-                    error = {"error": {"message": str(e), "type": "invalid_request_error",
-                                       "code": getattr(e, "status_code", 400)}}
-                    yield b"data: " + http_server.dumps_json(error) + b"\n\n"
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 background=manager.create_abort_task(obj))
-
-    http_server.serve_generate_request = serve_generate_request
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             background=manager.create_abort_task(obj))
 
 
-def _patch_openai_streams() -> None:
-    """A stream whose first chunk is a bad-request error raises instead, so that SGLang's
-    kick-start (`_handle_streaming_request`) answers 400 before HTTP 200 goes out."""
-    from sglang.srt.entrypoints.openai.serving_chat import OpenAIServingChat
-    from sglang.srt.entrypoints.openai.serving_completions import OpenAIServingCompletion
-
-    for cls, name in ((OpenAIServingChat, "_generate_chat_stream"),
-                      (OpenAIServingCompletion, "_generate_completion_stream")):
-        original = getattr(cls, name)
-
-        @functools.wraps(original)
-        async def stream(self, *args, _original=original, **kwargs):
-            chunks = _original(self, *args, **kwargs)
-            async for chunk in chunks:
-                refused = _chunk_refusal(chunk)
-                if refused is not None:
-                    raise ValueError(refused)
-                yield chunk
-                break
-            async for chunk in chunks:
-                yield chunk
-
-        setattr(cls, name, stream)
+async def refuse_first(chunks):
+    """An OpenAI stream (`output.py::stream_with_stats` wraps it) whose first chunk is a
+    bad-request error raises instead, so that SGLang's kick-start
+    (`_handle_streaming_request`) answers 400 before HTTP 200 goes out."""
+    async for chunk in chunks:
+        refused = _chunk_refusal(chunk)
+        if refused is not None:
+            raise ValueError(refused)
+        yield chunk
+        break
+    async for chunk in chunks:
+        yield chunk
 
 
 def _chunk_refusal(chunk) -> str | None:
@@ -265,11 +234,6 @@ async def _prepend(first, rest):
         yield item
 
 
-def install() -> None:
-    _patch_tokenizer_manager()
-    _patch_batch_shape()
-    # The HTTP server runs in the launching process; its workers need not import it (~1 s).
-    if multiprocessing.parent_process() is None or HTTP_MODULE in sys.modules:
-        _patch_openai_models()
-        _patch_generate_stream()
-        _patch_openai_streams()
+def in_http_process() -> bool:
+    """The HTTP server runs in the launching process; its workers need not import it (~1 s)."""
+    return multiprocessing.parent_process() is None or HTTP_MODULE in sys.modules

@@ -1,6 +1,6 @@
 """Turn a hardware target (`launch/targets/NAME.flags`) into a `sglang.launch_server` command.
 
-Called by `launch/serve.sh TARGET [extra args]`, which execs the server; the tests build the
+Called by `launch/recipe.sh TARGET [extra args]`, which execs the server; the tests build the
 same command and parse it with SGLang's own ServerArgs parser.
 
 A flags file holds one item per line; blank lines and `#` lines are ignored:
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rio_sglang import env as rio_env
-from rio_sglang.server import MODEL_PACKAGE, PARSER_FLAGS
+from rio_sglang.launcher import MODEL_PACKAGE, PARSER_FLAGS
 
 TARGETS_DIR = Path(__file__).resolve().parent / "targets"
 GPU_ATTENTION = ("--attention-backend", "flashinfer")  # Hopper would default to fa3
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-log = logging.getLogger("launch.serve")
+log = logging.getLogger("launch.recipe")
 
 
 class TargetError(ValueError):
@@ -136,7 +136,7 @@ def model_path(target: Target, environ=None) -> str:
     """RIO_MODEL_PATH, or the cached tiny checkpoint for `@model tiny` targets."""
     environ = os.environ if environ is None else environ
     if target.tiny:
-        from rio_sglang.serve import tiny_checkpoint
+        from rio_sglang.quickstart import tiny_checkpoint
 
         return str(tiny_checkpoint())
     path = environ.get("RIO_MODEL_PATH")
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="[rio-sglang] %(message)s")
     if not argv or argv[0] in ("-h", "--help"):
-        log.info("usage: launch/serve.sh TARGET [sglang.launch_server args]; targets: %s",
+        log.info("usage: launch/recipe.sh TARGET [sglang.launch_server args]; targets: %s",
                  ", ".join(target_names()))
         return 0 if argv else 2
     try:

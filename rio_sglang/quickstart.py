@@ -1,4 +1,5 @@
-"""`python -m rio_sglang.serve --tiny [--port N]`: generate a tiny checkpoint if needed and serve it.
+"""`python -m rio_sglang.quickstart --tiny [--port N]`: the command-line entry of the launcher
+(`launcher.py`): generate a tiny checkpoint if needed and serve it.
 
 Or `--model-path DIR` for an existing checkpoint. Arguments after `--` go to sglang.launch_server.
 `--reasoning-default JSON` (or RIO_REASONING_DEFAULT) is the spec of requests that send none.
@@ -14,9 +15,9 @@ import sys
 
 from rio_sglang import env
 from rio_sglang.checkpoint import CheckpointError, verify_checkpoint
-from rio_sglang.server import ServerStartError, launch
+from rio_sglang.launcher import ServerStartError, launch
 
-log = logging.getLogger("rio_sglang.serve")
+log = logging.getLogger("rio_sglang.quickstart")
 
 
 def tiny_checkpoint(preset: str = "tiny", seed: int = 0):
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
     ours = argv[: argv.index("--")] if "--" in argv else argv
-    ap = argparse.ArgumentParser(prog="python -m rio_sglang.serve", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m rio_sglang.quickstart", description=__doc__)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--tiny", action="store_true", help="serve a generated tiny checkpoint")
     src.add_argument("--model-path", help="serve this checkpoint folder")

@@ -1,4 +1,5 @@
-"""Start, wait for and stop a real `sglang.launch_server` process (used by serve.py and tests).
+"""Start, wait for and stop a real `sglang.launch_server` process (used by quickstart.py and
+tests; launch/recipe.py shares its flags).
 
 The CPU flags are those measured in shared CPU_SGLANG.md; readiness polls /model_info because
 /health runs a whole generation (seconds on a CPU).
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rio_sglang import env
+from rio_sglang.logmarks import MTP_MARK, SERVING_MARK
 
 CPU_FLAGS = (
     "--device", "cpu", "--dtype", "float16", "--attention-backend", "torch_native",
@@ -34,16 +36,6 @@ NEXTN_FLAGS = ("--speculative-algorithm", "NEXTN", "--speculative-num-steps", "1
 NEXTN_CPU_FLAGS = (*NEXTN_FLAGS, "--attention-backend", "triton")
 PARSER_FLAGS = ("--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder")
 MODEL_PACKAGE = env.MODEL_PACKAGE
-# Logged by our model class when SGLang builds it. SGLang swallows import errors of external
-# model packages and serves its own class of the same name: no mark, no server.
-SERVING_MARK = "rio-sglang model class serving"
-# Logged by our MTP draft class (NEXTN speculative decoding) when SGLang builds it.
-MTP_MARK = "rio-sglang MTP head serving"
-# Logged by every rank: its TP / PP / EP share (layers, experts, expert I-shard).
-LAYOUT_MARK = "rio-sglang rank layout"
-# Logged by every rank that builds the reasoning runtime: its mixture rows and buffer memory.
-REASONING_MARK = "rio-sglang reasoning runtime"
-EXPERTS_MARK = "rio-sglang routed experts"  # their storage (bf16 / fp8 ...) and bytes per layer
 
 
 class ServerStartError(RuntimeError):

@@ -1,0 +1,16 @@
+"""The lines our model classes log and the launcher and tests look for in a server's log.
+
+A module of its own so that model code (`models/`) and the launcher (`launcher.py`) share the
+marks without the model importing the launcher.
+"""
+
+# Logged by our model class when SGLang builds it. SGLang swallows import errors of external
+# model packages and serves its own class of the same name: no mark, no server.
+SERVING_MARK = "rio-sglang model class serving"
+# Logged by our MTP draft class (NEXTN speculative decoding) when SGLang builds it.
+MTP_MARK = "rio-sglang MTP head serving"
+# Logged by every rank: its TP / PP / EP share (layers, experts, expert I-shard).
+LAYOUT_MARK = "rio-sglang rank layout"
+# Logged by every rank that builds the reasoning runtime: its mixture rows and buffer memory.
+REASONING_MARK = "rio-sglang reasoning runtime"
+EXPERTS_MARK = "rio-sglang routed experts"  # their storage (bf16 / fp8 ...) and bytes per layer

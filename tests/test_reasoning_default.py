@@ -7,7 +7,7 @@ import pytest
 
 from rio_sglang.reasoning.spec import ReasoningSpecError
 from rio_sglang.runtime import defaults
-from rio_sglang.runtime.requests import spec_of
+from rio_sglang.runtime.context import spec_of
 
 SWITCH = '{"mode": "switch", "max_switches": 2}'
 

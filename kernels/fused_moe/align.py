@@ -46,6 +46,18 @@ def max_blocks(num_pairs: int, num_experts: int, block_m: int) -> int:
 
 
 @triton.jit
+def _local_expert(topk_ids_ptr, expert_map_ptr, offs, P, E, E_GLOBAL, HAS_MAP: tl.constexpr):
+    """Pairs offs -> (local expert id, -1 for a pair of no local expert; is it local?)."""
+    in_range = offs < P
+    e = tl.load(topk_ids_ptr + offs, mask=in_range, other=-1).to(tl.int32)
+    if HAS_MAP:
+        mapped = in_range & (e >= 0) & (e < E_GLOBAL)
+        e = tl.load(expert_map_ptr + e, mask=mapped, other=-1).to(tl.int32)
+    valid = in_range & (e >= 0) & (e < E)
+    return tl.where(valid, e, -1), valid
+
+
+@triton.jit
 def _align_kernel(
     topk_ids_ptr,
     expert_map_ptr,
@@ -67,14 +79,8 @@ def _align_kernel(
     counts = tl.zeros([BLOCK_E], dtype=tl.int32)
     for p0 in range(0, P, BLOCK_P):
         offs = p0 + tl.arange(0, BLOCK_P)
-        in_range = offs < P
-        e = tl.load(topk_ids_ptr + offs, mask=in_range, other=-1).to(tl.int32)
-        if HAS_MAP:
-            mapped = in_range & (e >= 0) & (e < E_GLOBAL)
-            e = tl.load(expert_map_ptr + e, mask=mapped, other=-1).to(tl.int32)
-        valid = in_range & (e >= 0) & (e < E)
-        e = tl.where(valid, e, -1)
-        tl.store(pair_expert_ptr + offs, e, mask=in_range)
+        e, valid = _local_expert(topk_ids_ptr, expert_map_ptr, offs, P, E, E_GLOBAL, HAS_MAP)
+        tl.store(pair_expert_ptr + offs, e, mask=offs < P)
         counts += tl.histogram(tl.where(valid, e, 0), BLOCK_E, mask=valid)
 
     # 2. Padded segment of each expert; block b belongs to the expert whose segment holds row b*BM.
@@ -115,13 +121,8 @@ def _chunk_count_kernel(
     # Chunk c: local expert of its pairs, its histogram, and its share of the padding fill.
     c = tl.program_id(0)
     offs = c * BLOCK_P + tl.arange(0, BLOCK_P)
-    in_range = offs < P
-    e = tl.load(topk_ids_ptr + offs, mask=in_range, other=-1).to(tl.int32)
-    if HAS_MAP:
-        mapped = in_range & (e >= 0) & (e < E_GLOBAL)
-        e = tl.load(expert_map_ptr + e, mask=mapped, other=-1).to(tl.int32)
-    valid = in_range & (e >= 0) & (e < E)
-    tl.store(pair_expert_ptr + offs, tl.where(valid, e, -1), mask=in_range)
+    e, valid = _local_expert(topk_ids_ptr, expert_map_ptr, offs, P, E, E_GLOBAL, HAS_MAP)
+    tl.store(pair_expert_ptr + offs, e, mask=offs < P)
     counts = tl.histogram(tl.where(valid, e, 0), BLOCK_E, mask=valid)
     tl.store(chunk_counts_ptr + c * BLOCK_E + tl.arange(0, BLOCK_E), counts)
     for r0 in range(c * FILL_ROWS, (c + 1) * FILL_ROWS, BLOCK_P):

@@ -14,3 +14,7 @@ LAYOUT_MARK = "rio-sglang rank layout"
 # Logged by every rank that builds the reasoning runtime: its mixture rows and buffer memory.
 REASONING_MARK = "rio-sglang reasoning runtime"
 EXPERTS_MARK = "rio-sglang routed experts"  # their storage (bf16 / fp8 ...) and bytes per layer
+# Logged by the reasoning plugin in every SGLang process of a server (at load, before SGLang
+# configures logging, hence a warning): "installed" with the hook count where our model package
+# is served, "idle" elsewhere (SGLang then runs unchanged).
+PLUGIN_MARK = "rio-sglang reasoning plugin"

@@ -16,6 +16,7 @@ import pytest
 from bench.report import FIGURES
 from bench.roofline import decode_step_bytes
 from launch.memory import RIO_CONFIG
+from rio_sglang.logmarks import PLUGIN_MARK
 from rio_sglang.tiny import PRESETS, write_tiny_checkpoint
 from rio_sglang.tiny.writer import write_config_only
 
@@ -93,7 +94,11 @@ def test_cpu_bench_both_servers_every_figure(tmp_path):
     assert report["device"]["kind"] == "cpu"
     assert "not a performance figure" in report["device"]["note"]
     assert report["checkpoint"]["weights"].startswith("random")
-    ours_log = (out / "server-ours.log").read_text()
+    ours_log, stock_log = ((out / f"server-{s}.log").read_text() for s in ("ours", "stock"))
     assert "rio-sglang model class serving" in ours_log
-    assert "rio-sglang model class serving" not in (out / "server-stock.log").read_text()
+    assert "rio-sglang model class serving" not in stock_log
+    # The plain server in the same virtualenv: our reasoning plugin loads in its processes but
+    # installs nothing (tests/test_plugin_gate.py probes the hooked attributes themselves).
+    assert f"{PLUGIN_MARK}: idle" in stock_log and f"{PLUGIN_MARK}: installed" not in stock_log
+    assert f"{PLUGIN_MARK}: installed" in ours_log and f"{PLUGIN_MARK}: idle" not in ours_log
     assert "| stock | - | bench_serving | 2 |" in (out / "report.md").read_text()

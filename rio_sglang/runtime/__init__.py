@@ -5,12 +5,22 @@ server in this virtualenv: it installs the hooks only where our model package is
 (`env.serves_rio_model`), so other models see SGLang unchanged. It imports SGLang only then.
 """
 
+import logging
+
 from rio_sglang import env
+from rio_sglang.logmarks import PLUGIN_MARK
+
+log = logging.getLogger(__name__)
 
 
 def plugin_entry() -> None:
+    # A warning: SGLang loads plugins before it configures logging, so info would be lost.
     if not env.serves_rio_model():
+        log.warning("%s: idle (SGLANG_EXTERNAL_MODEL_PACKAGE is not %s): SGLang runs unchanged",
+                    PLUGIN_MARK, env.MODEL_PACKAGE)
         return
     from rio_sglang.runtime import hooks
 
-    hooks.install()
+    n = hooks.install()
+    if n:
+        log.warning("%s: installed, %d hooks in this process", PLUGIN_MARK, n)

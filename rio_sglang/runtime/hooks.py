@@ -195,14 +195,16 @@ def _patch_verify() -> None:
     _register([h for h in hooks() if h[2] is verify])
 
 
-def install() -> None:
-    """All our hooks, once per process (`runtime.plugin_entry`)."""
+def install() -> int:
+    """All our hooks, once per process (`runtime.plugin_entry`): how many this call registered
+    (0 when they already were). The HTTP server's hooks go only into the HTTP process."""
     global _installed
     if _installed:
-        return
+        return 0
     _installed = True
     http = validate.in_http_process()
-    _register([h for h in hooks() if http or not h[0].startswith(validate.HTTP_MODULE)])
+    mine = [h for h in hooks() if http or not h[0].startswith(validate.HTTP_MODULE)]
+    _register(mine)
     if http:
         validate._patch_openai_models()  # before the HTTP routes are built
-    log.info("rio-sglang reasoning hooks registered")
+    return len(mine)

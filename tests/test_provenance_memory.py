@@ -1,5 +1,5 @@
 """`blend` reads in bounded memory: bench/provenance_memory.py run small (40 MB checkpoints,
-small blocks); the benchmark itself runs it at 2 GB (README: numbers)."""
+small blocks); the benchmark itself runs it at 2 GB (docs/CLAIMS.md: numbers)."""
 
 from bench.provenance_memory import run
 

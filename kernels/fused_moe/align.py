@@ -29,12 +29,6 @@ class ExpertBlocks(NamedTuple):
     pair_expert: torch.Tensor
 
 
-def workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Every scratch buffer of fused_moe comes from here: the shared `buffers.empty`, which the
-    kernel tests poison."""
-    return buffers.empty(shape, dtype, device)
-
-
 PARALLEL_MIN_PAIRS = 1024  # above this many pairs the parallel align runs
 PARALLEL_CHUNK = 2048  # pairs per program of the parallel align
 
@@ -201,11 +195,11 @@ def align_experts(
     num_blocks = max_blocks(num_pairs, num_experts, block_m)
     num_chunks = triton.cdiv(num_pairs, chunk)
     block_e = max(16, triton.next_power_of_2(num_experts))
-    pair_expert = workspace((num_pairs,), torch.int32, device)
-    chunk_counts = workspace((num_chunks, block_e), torch.int32, device)
-    seg_end = workspace((block_e,), torch.int32, device)
-    sorted_pairs = workspace((num_blocks * block_m,), torch.int32, device)
-    block_expert = workspace((num_blocks,), torch.int32, device)
+    pair_expert = buffers.empty((num_pairs,), torch.int32, device)
+    chunk_counts = buffers.empty((num_chunks, block_e), torch.int32, device)
+    seg_end = buffers.empty((block_e,), torch.int32, device)
+    sorted_pairs = buffers.empty((num_blocks * block_m,), torch.int32, device)
+    block_expert = buffers.empty((num_blocks,), torch.int32, device)
     emap = expert_map if expert_map is not None else ids  # placeholder pointer when unused
     _chunk_count_kernel[(num_chunks,)](
         ids, emap, pair_expert, chunk_counts, sorted_pairs, block_expert,
@@ -229,10 +223,10 @@ def _align_one_program(topk_ids, num_experts, block_m, expert_map) -> ExpertBloc
     ids = topk_ids.reshape(-1)  # [P]
     num_pairs = ids.numel()
     num_blocks = max_blocks(num_pairs, num_experts, block_m)
-    pair_expert = workspace((num_pairs,), torch.int32, device)
-    cursor = workspace((num_experts,), torch.int32, device)
-    sorted_pairs = workspace((num_blocks * block_m,), torch.int32, device)
-    block_expert = workspace((num_blocks,), torch.int32, device)
+    pair_expert = buffers.empty((num_pairs,), torch.int32, device)
+    cursor = buffers.empty((num_experts,), torch.int32, device)
+    sorted_pairs = buffers.empty((num_blocks * block_m,), torch.int32, device)
+    block_expert = buffers.empty((num_blocks,), torch.int32, device)
     emap = expert_map if expert_map is not None else ids  # placeholder pointer when unused
     block_e = max(16, triton.next_power_of_2(num_experts))
     _align_kernel[(1,)](

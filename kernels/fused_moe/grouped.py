@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import buffers
 from . import act_quant as _aq
 from . import align as _align
 from .fp8 import FP8, act_group
@@ -200,8 +201,8 @@ def act_scaled(a: torch.Tensor, group: int, row_expert: torch.Tensor | None = No
     if not group:
         return a, a, 0, 0, 1
     R, K = a.shape
-    q = _align.workspace((R, K), FP8, a.device)
-    scale = _align.workspace((R, triton.cdiv(K, group)), torch.float32, a.device)
+    q = buffers.empty((R, K), FP8, a.device)
+    scale = buffers.empty((R, triton.cdiv(K, group)), torch.float32, a.device)
     _aq.quantize_act(a, group, q, scale, row_expert)
     return q, scale, scale.stride(0), scale.stride(1), group
 
@@ -222,8 +223,8 @@ def grouped_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
     blocks = _align.align_experts(topk_ids, E, cfg.block_m, expert_map)
     num_m = blocks.block_expert.numel()
-    inter = _align.workspace((P, I), x.dtype, x.device)
-    pair_out = _align.workspace((P, H), x.dtype, x.device)
+    inter = buffers.empty((P, I), x.dtype, x.device)
+    pair_out = buffers.empty((P, H), x.dtype, x.device)
     a8 = w8a8_block_k > 0
     common = {"BLOCK_M": cfg.block_m, "BLOCK_K": w8a8_block_k or cfg.block_k, "GROUP_M": GROUP_M,
               "ACT_SCALE": a8, "PRECISION": precision, "num_warps": cfg.num_warps,

@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import align as _align
+from .. import buffers
 from .scales import Scales, fit_block_n, k_scales, n_scales
 
 SMALL_T_MAX_PAIRS = 640  # T * topk at or below this takes the small-T path, I <= NARROW_I
@@ -172,7 +172,7 @@ def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
     ids = topk_ids.reshape(P)
     emap = expert_map if expert_map is not None else ids  # placeholder pointer when unused
     routing = {"HAS_MAP": expert_map is not None}
-    inter = _align.workspace((P, I), torch.float32, x.device)
+    inter = buffers.empty((P, I), torch.float32, x.device)
     bn, bk = gemv_tiles(P, I, H, fit_block_n(16, s13, I), 2, w13.element_size())
     _gate_up_gemv_kernel[(P, triton.cdiv(I, bn))](
         x, w13, inter, ids, emap, *s13.args(),

@@ -170,6 +170,12 @@ def _chunk_scatter_kernel(
         tl.store(block_expert_ptr + b, owner, mask=(b < NUM_BLOCKS) & (row < tl.max(ends, 0)))
 
 
+def default_chunk(num_pairs: int) -> int:
+    """The align for num_pairs pairs when the caller names none (the grouped path): the parallel
+    one, PARALLEL_CHUNK pairs per program, above PARALLEL_MIN_PAIRS pairs; else 0, one program."""
+    return PARALLEL_CHUNK if num_pairs > PARALLEL_MIN_PAIRS else 0
+
+
 def align_experts(
     topk_ids: torch.Tensor,
     num_experts: int,
@@ -182,12 +188,12 @@ def align_experts(
     expert_map: optional [E_global] int, global -> local id or -1. Pairs whose expert is not
     local (or whose id is negative) are left out of every block.
     chunk: pairs per program of the parallel align (three launches: count per chunk, offsets,
-    scatter); None: PARALLEL_CHUNK when T * topk > PARALLEL_MIN_PAIRS, else the one-program
-    align (one launch, cheapest while T * topk is small).
+    scatter); 0: the one-program align (one launch, cheapest while T * topk is small); None
+    (what the grouped path passes): default_chunk(T * topk).
     """
-    if chunk is None and topk_ids.numel() > PARALLEL_MIN_PAIRS:
-        chunk = PARALLEL_CHUNK
     if chunk is None:
+        chunk = default_chunk(topk_ids.numel())
+    if not chunk:
         return _align_one_program(topk_ids, num_experts, block_m, expert_map)
     device = topk_ids.device
     ids = topk_ids.reshape(-1)  # [P]

@@ -189,8 +189,8 @@ ALIGN_CASES = [
     (21, 64, 4, 16, 1, "few_experts"),
     (30, 64, 4, 16, 8, "random"),
 ]
-# chunk: None = the one-program align; 16 = the parallel align, several chunks even at small T.
-CHUNKS = {"one program": None, "parallel": 16}
+# chunk: 0 = the one-program align; 16 = the parallel align, several chunks even at small T.
+CHUNKS = {"one program": 0, "parallel": 16}
 
 
 def align_inputs(T, E, topk, ep_size, routing):
@@ -237,6 +237,30 @@ def test_parallel_align_equals_one_program(T, E, topk, block_m, ep_size, routing
     assert par.pair_expert.tolist() == one.pair_expert.tolist()
     P = T * topk
     assert segments(par, block_m, P) == segments(one, block_m, P)
+
+
+# T just below / above PARALLEL_MIN_PAIRS pairs at top-10; chunk None is what grouped.py passes.
+ALIGN_T = (align.PARALLEL_MIN_PAIRS // 10, align.PARALLEL_MIN_PAIRS // 10 + 1)
+
+
+@pytest.mark.parametrize("T, chunk, parallel", [(ALIGN_T[0], None, False),
+                                                (ALIGN_T[1], None, True), (ALIGN_T[1], 0, False)])
+def test_align_dispatch(monkeypatch, T, chunk, parallel):
+    ran_one = []
+    one_program = align._align_one_program
+    monkeypatch.setattr(align, "_align_one_program", lambda *a: ran_one.append(1) or one_program(*a))
+    ids, _, _ = align_inputs(T, 16, 10, 1, "random")
+    blocks = align.align_experts(ids, 16, 16, chunk=chunk)
+    assert bool(ran_one) != parallel
+    pairs = [p for seg in segments(blocks, 16, T * 10).values() for p in seg]
+    assert sorted(pairs) == list(range(T * 10))
+
+
+def test_grouped_path_runs_the_parallel_align_above_the_bound(monkeypatch):
+    monkeypatch.setattr(align, "_align_one_program", None)  # calling it fails the test
+    x, w13, w2, weights, ids = make_inputs(ALIGN_T[1], 16, 16, 16, 10, FP32)
+    out = run_kernel(x, w13, w2, weights, ids, small_t=False)
+    torch.testing.assert_close(out, fused_moe_ref(x, w13, w2, weights, ids), **TOL[FP32])
 
 
 @pytest.mark.gpu

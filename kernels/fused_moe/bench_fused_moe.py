@@ -6,7 +6,8 @@ group, fp8 tensor cores) and its TFLOP/s over bf16's. GPU only.
 
 python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 8 32 64 4096] [--tp 8 1] [--out DIR]
 Every kernel is checked against fused_moe_ref on its inputs before it is timed (WRONG rows are
-not timed). Rows stream to stdout as JSON; DIR gets bench_fused_moe.json and .md.
+not timed; w8a8 rows normwise, see ref.w8a8_errors). The align share is its GPU time (graph)
+over the bf16 call's. Rows stream to stdout as JSON; DIR gets bench_fused_moe.json and .md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from ..benchmark import copy_ceiling_gbs
 from . import align, fp8
 from .kernel import fused_moe, moe_flops_bytes, pick_config
-from .ref import fused_moe_ref
+from .ref import fused_moe_ref, w8a8_errors
 from .routing import ep_expert_map, route_topk
 from .small_t import SMALL_T_MAX_PAIRS, max_pairs
 
@@ -102,11 +103,15 @@ class Bench:
                      "small_t_max_pairs": SMALL_T_MAX_PAIRS}
         print(json.dumps(self.meta), flush=True)
 
-    def measure(self, row: dict, fn, ref, flops: float, nbytes: float, graph: bool) -> dict:
+    def measure(self, row: dict, fn, ref, flops: float, nbytes: float, graph: bool,
+                ref_a16=None) -> dict:
+        """ref_a16: w8a8 rows, the w8a16 reference; checked normwise (ref.w8a8_errors)."""
         out = fn().float()
         err = (out - ref).abs().max().item()
         row.update(mode="graph" if graph else "eager", max_err=err,
                    ok=bool(torch.allclose(out, ref, **TOL)))
+        if ref_a16 is not None:
+            row.update(w8a8_errors(out, ref, ref_a16))
         if row["ok"]:
             bench = self.graph if graph else self.eager
             ms = bench(fn, return_mode="median")
@@ -127,7 +132,8 @@ class Bench:
 def markdown(meta: dict, rows: list[dict]) -> str:
     head = (f"{meta['device']}, {meta['date']}, copy ceiling {meta['copy_ceiling_gbs']:.0f} GB/s,"
             f" E={E} top-{TOPK} H={H}, fp8 = e4m3 weights + {BLOCK} block scales (w8a16); "
-            f"fp8 w8a8 = also e4m3 activations, {BLOCK[1]}-wide token groups (grouped path)")
+            f"fp8 w8a8 = also e4m3 activations, {BLOCK[1]}-wide token groups (grouped path), "
+            f"checked normwise (ref.w8a8_errors); align share = align ms / the bf16 call's")
     lines = [head, "",
              "| layout | T | kernel | path | mode | ms | fraction of copy ceiling | TFLOP/s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -137,7 +143,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         elif "share" in r:
             cells = f"{r['align_ms']:.4f} | share of the call {r['share']:.2f} | -"
         else:
-            cells = f"WRONG (max err {r['max_err']:.3g}) | - | -"
+            norm = f", to_a8 {r['to_a8']:.2f}, to_a16 {r['to_a16']:.2f}" if "to_a8" in r else ""
+            cells = f"WRONG (max err {r['max_err']:.3g}{norm}) | - | -"
         lines.append(f"| {r['layout']} | {r['T']} | {r['kernel']} | {r.get('path', '-')} "
                      f"| {r.get('mode', 'eager')} | {cells} |")
     return "\n".join(lines + [""] + w8a8_speedups(rows)) + "\n"
@@ -190,7 +197,8 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                 if T == 1:
                     modes = [False, True]
                 for graph in modes:
-                    r = b.measure(dict(base), fn, refs[a8], flops, nbytes, graph)
+                    r = b.measure(dict(base), fn, refs[a8], flops, nbytes, graph,
+                                  refs[False] if a8 else None)
                     if kernel == "bf16" and small == auto_small:
                         call_ms = r.get("ms")
         if anchor and T in ANCHOR_T:
@@ -203,15 +211,19 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
 
 
 def time_align(b: Bench, layout, T, ids, num_e, inter, emap, call_ms) -> None:
-    """The align alone (one program and parallel), and its share of the bf16 call."""
+    """The align alone, one program and parallel (what the grouped path runs at this T), and
+    its share of the bf16 call. Graph: GPU time, the share of the call (whose own launches
+    overlap its GPU work); eager adds the host's launches (three for the parallel align)."""
     block_m = pick_config(T, TOPK, num_e, ids.device, inter, ACT).block_m
-    for name, chunk in (("one program", None), ("parallel", align.PARALLEL_CHUNK)):
+    used = align.default_chunk(ids.numel())
+    for name, chunk in (("one program", 0), ("parallel", align.PARALLEL_CHUNK)):
         fn = functools.partial(align.align_experts, ids, num_e, block_m, emap, chunk=chunk)
-        ms = b.eager(fn, return_mode="median")
-        row = {"layout": layout, "T": T, "kernel": f"align ({name})", "align_ms": ms,
-               "share": ms / call_ms}
-        b.rows.append(row)
-        print(json.dumps(row), flush=True)
+        for mode, bench in (("graph", b.graph), ("eager", b.eager)):
+            ms = bench(fn, return_mode="median")
+            row = {"layout": layout, "T": T, "mode": mode, "align_ms": ms, "share": ms / call_ms,
+                   "kernel": f"align ({name}{', used' if chunk == used else ''})"}
+            b.rows.append(row)
+            print(json.dumps(row), flush=True)
     b.save()
 
 

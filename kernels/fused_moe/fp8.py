@@ -24,6 +24,13 @@ def _expand(scale: torch.Tensor, shape: torch.Size, block: tuple[int, int]) -> t
     return full[..., :n, :k]
 
 
+def _div_max(amax: torch.Tensor) -> torch.Tensor:
+    """amax / 448 correctly rounded, at least 1e-12. On CUDA, dividing by a Python number
+    multiplies by its rounded reciprocal (one ulp off in about half the cases); act_quant.py's
+    kernel divides, so a 0-dim tensor divisor keeps the reference's scales equal to its scales."""
+    return (amax / amax.new_tensor(FP8_MAX)).clamp_min(1e-12)
+
+
 def scale_shape(shape: tuple[int, ...], block: tuple[int, int] | None) -> tuple[int, ...]:
     """The scale tensor's shape for a weight of `shape` ([..., N, K]); block None = channel."""
     *lead, n, k = shape
@@ -42,14 +49,14 @@ def quantize_block(w: torch.Tensor, block: tuple[int, int] = (128, 128)) -> tupl
     padded[..., :n, :k] = w.float()
     tiles = padded.reshape(*lead, nb, bn, kb, bk)
     amax = tiles.abs().amax(dim=(-3, -1))  # [..., nb, kb]
-    scale = (amax / FP8_MAX).clamp_min(1e-12)  # [..., nb, kb]
+    scale = _div_max(amax)  # [..., nb, kb]
     q = (w.float() / _expand(scale, w.shape, block)).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     return q, scale
 
 
 def quantize_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """w: [..., N, K] float -> (q [..., N, K] e4m3, scale [..., N] fp32)."""
-    scale = (w.float().abs().amax(dim=-1) / FP8_MAX).clamp_min(1e-12)  # [..., N]
+    scale = _div_max(w.float().abs().amax(dim=-1))  # [..., N]
     q = (w.float() / scale[..., None]).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     return q, scale
 

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from rio_kernels.fused_moe import act_quant, ep_expert_map, fp8, fused_moe, fused_moe_ref
+from rio_kernels.fused_moe import (
+    act_quant,
+    ep_expert_map,
+    fp8,
+    fused_moe,
+    fused_moe_ref,
+    route_topk,
+)
+from rio_kernels.fused_moe.configs import GPU_CONFIGS
+from rio_kernels.fused_moe.ref import W8A8_TO_A8, w8a8_errors
 from rio_kernels.fused_moe.test_fp8 import Fp8Case, quantize, quantized_inputs
 from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
 
@@ -132,6 +141,27 @@ def test_w8a8_quantizes_activations(block):
     assert (out - ref_a8).abs().max() < 0.25 * (ref_a16 - ref_a8).abs().max()
 
 
+def test_w8a8_prefill_tiles_at_i128():
+    # The GPU's prefill tiles (BLOCK_M 64, BLOCK_N 128; w8a8 BLOCK_K 128) at TP 8's I=128: the
+    # down GEMM is one K step over one activation group and one weight block per tile.
+    args, kw = w8a8_inputs(Fp8Case("prefill", T=16, H=256, I=128, E=8, topk=4, block=(128, 128)))
+    out = fused_moe(*args, small_t=False, act_quant=True, config=GPU_CONFIGS[-1][1], **kw)
+    ref = fused_moe_ref(*args, act_quant=True, **kw)
+    torch.testing.assert_close(out.float(), ref.float(), atol=1e-2, rtol=1e-2)
+    assert w8a8_errors(out, ref, fused_moe_ref(*args, **kw))["ok"]
+
+
+def test_w8a8_errors_by_hand():
+    # In units of |a8 - a16|: the exact w8a8 result is 1 from a16; staying at a16 (activations
+    # not quantized) is 1 from a8; half-way past a8 is too far from both.
+    a16, a8 = torch.zeros(2, 3), torch.tensor([[3.0, 0.0, 0.0], [0.0, 4.0, 0.0]])  # |a8-a16| 5
+    assert w8a8_errors(a8, a8, a16) == {"to_a16": 1.0, "to_a8": 0.0, "ok": True}
+    assert w8a8_errors(a16, a8, a16) == {"to_a16": 0.0, "to_a8": 1.0, "ok": False}
+    near = a8 + torch.tensor([[0.0, 0.0, 5.0 * W8A8_TO_A8 * 0.9], [0.0, 0.0, 0.0]])  # sideways
+    assert w8a8_errors(near, a8, a16)["ok"]
+    assert not w8a8_errors(1.5 * a8, a8, a16)["ok"]
+
+
 @dataclass(frozen=True)
 class Dispatch:
     name: str
@@ -178,3 +208,27 @@ def test_w8a8_bf16_on_gpu(T, block):
     out = fused_moe(x, *args[1:], small_t=False, act_quant=True, **kw)
     ref = fused_moe_ref(x, *args[1:], act_quant=True, **kw)
     torch.testing.assert_close(out.float(), ref.float(), atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_w8a8_prefill_tp8_on_gpu():
+    # TP 8's I=128 at T=4096 over 512 experts takes the bench's prefill tiles (BLOCK_K = I: one K
+    # step in the down GEMM). The quantizer's bytes equal the reference's (torch on CUDA divides
+    # by a Python number through its reciprocal: fp8._div_max). The result is checked normwise:
+    # Hopper's fast fp8 accumulation re-rounds some of h to a neighbouring e4m3 value (ref.py).
+    g = torch.Generator(device="cuda").manual_seed(0)
+    T, E, H, I, block = 4096, 512, 1024, 128, (128, 128)
+    x = torch.randn(T, H, device="cuda", generator=g).bfloat16()
+    q13, s13 = fp8.quantize_block(torch.randn(E, 2 * I, H, device="cuda", generator=g) * H**-0.5,
+                                  block)
+    q2, s2 = fp8.quantize_block(torch.randn(E, H, I, device="cuda", generator=g) * I**-0.5, block)
+    weights, ids = route_topk(torch.randn(T, E, device="cuda", generator=g), 10)
+    q, scale = act_quant.quantize_act(x, 128)
+    q_ref, scale_ref = fp8.quantize_act(x, 128)
+    assert torch.equal(scale, scale_ref) and torch.equal(q.float(), q_ref.float())
+    kw = {"w13_scale": s13, "w2_scale": s2, "block_shape": block}
+    args = (x, q13, q2, weights, ids)
+    out = fused_moe(*args, small_t=False, act_quant=True, **kw)
+    errs = w8a8_errors(out, fused_moe_ref(*args, act_quant=True, **kw), fused_moe_ref(*args, **kw))
+    assert errs["ok"], errs

@@ -5,6 +5,7 @@ anchor; on the grouped path also FP8 w8a8 (act_quant: e4m3 activations per 128-w
 group, fp8 tensor cores) and its TFLOP/s over bf16's. GPU only.
 
 python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 8 32 64 4096] [--tp 8 1] [--out DIR]
+    [--sweep-fp8]  (also times candidate FP8 small-T tiles at TP 8: sweep_small_t.py)
 Every kernel is checked against fused_moe_ref on its inputs before it is timed (WRONG rows are
 not timed). Rows stream to stdout as JSON; DIR gets bench_fused_moe.json and .md.
 """
@@ -25,7 +26,8 @@ from . import align, fp8
 from .kernel import fused_moe, moe_flops_bytes, pick_config
 from .ref import fused_moe_ref
 from .routing import ep_expert_map, route_topk
-from .small_t import SMALL_T_MAX_PAIRS, max_pairs
+from .small_t import SMALL_T_MAX_PAIRS, TILES, max_pairs
+from .sweep_small_t import sweep_fp8
 
 DEVICE, ACT = "cuda", torch.bfloat16  # a CPU smoke run of this script may change both
 E, TOPK, H, I_FULL = 512, 10, 4096, 1024
@@ -48,6 +50,8 @@ def parse_args(argv):
     p.add_argument("--ep-tokens", type=int, nargs="*", default=[],
                    help="T for the EP 8 layout (64 local experts of I=1024, an expert map)")
     p.add_argument("--no-anchor", action="store_true", help="skip torch._grouped_mm")
+    p.add_argument("--sweep-fp8", action="store_true",
+                   help="time candidate FP8 small-T tiles at TP 8, T=1/8/32 (sweep_small_t.py)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     return p.parse_args(argv)
 
@@ -99,10 +103,14 @@ class Bench:
         self.meta = {"device": device, "torch": torch.__version__,
                      "date": time.strftime("%Y-%m-%d"), "copy_ceiling_gbs": self.ceiling,
                      "E": E, "topk": TOPK, "H": H, "fp8_block": BLOCK,
-                     "small_t_max_pairs": SMALL_T_MAX_PAIRS}
+                     "small_t_max_pairs": SMALL_T_MAX_PAIRS,
+                     "small_t_tiles": {f"{k} {b}B": repr(v) for (k, b), v in TILES.items()}}
+        self.sweep: list[str] = []  # sweep_small_t's summary lines
         print(json.dumps(self.meta), flush=True)
 
-    def measure(self, row: dict, fn, ref, flops: float, nbytes: float, graph: bool) -> dict:
+    def measure(self, row: dict, fn, ref, flops: float, nbytes: float, graph: bool,
+                keep: bool = True) -> dict:
+        """Checks fn() against ref, then times it; keep: a row of the table (else JSON only)."""
         out = fn().float()
         err = (out - ref).abs().max().item()
         row.update(mode="graph" if graph else "eager", max_err=err,
@@ -112,19 +120,20 @@ class Bench:
             ms = bench(fn, return_mode="median")
             row.update(ms=ms, tflops=flops / ms / 1e9, gbs=nbytes / ms / 1e6,
                        frac=nbytes / ms / 1e6 / self.ceiling)
-        self.rows.append(row)
+        if keep:
+            self.rows.append(row)
         print(json.dumps(row), flush=True)
         self.save()
         return row
 
     def save(self) -> None:
         with open(os.path.join(self.out_dir, "bench_fused_moe.json"), "w") as f:
-            json.dump({**self.meta, "rows": self.rows}, f, indent=1)
+            json.dump({**self.meta, "rows": self.rows, "sweep": self.sweep}, f, indent=1)
         with open(os.path.join(self.out_dir, "bench_fused_moe.md"), "w") as f:
-            f.write(markdown(self.meta, self.rows))
+            f.write(markdown(self.meta, self.rows, self.sweep))
 
 
-def markdown(meta: dict, rows: list[dict]) -> str:
+def markdown(meta: dict, rows: list[dict], sweep: list[str] = ()) -> str:
     head = (f"{meta['device']}, {meta['date']}, copy ceiling {meta['copy_ceiling_gbs']:.0f} GB/s,"
             f" E={E} top-{TOPK} H={H}, fp8 = e4m3 weights + {BLOCK} block scales (w8a16); "
             f"fp8 w8a8 = also e4m3 activations, {BLOCK[1]}-wide token groups (grouped path)")
@@ -140,7 +149,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             cells = f"WRONG (max err {r['max_err']:.3g}) | - | -"
         lines.append(f"| {r['layout']} | {r['T']} | {r['kernel']} | {r.get('path', '-')} "
                      f"| {r.get('mode', 'eager')} | {cells} |")
-    return "\n".join(lines + [""] + w8a8_speedups(rows)) + "\n"
+    return "\n".join(lines + [""] + w8a8_speedups(rows) + list(sweep)) + "\n"
 
 
 def w8a8_speedups(rows: list[dict]) -> list[str]:
@@ -226,6 +235,9 @@ def main(argv=None) -> int:
         experts = make_experts(I_FULL // tp, seed=tp)
         tokens = list(args.tokens) + (list(args.long_tokens) if tp == 8 else [])
         run_layout(b, f"TP {tp} (I={I_FULL // tp})", experts, tokens, not args.no_anchor)
+        if tp == 8 and args.sweep_fp8:
+            b.sweep = sweep_fp8(b, experts, f"TP 8 (I={I_FULL // 8})", E, TOPK, H)
+            b.save()
         if tp == 1 and args.ep_tokens:
             local = {k: tuple(t[: E // 8] for t in v) for k, v in experts.items()}
             emap = ep_expert_map(E, 0, 8, device=DEVICE)
@@ -233,7 +245,7 @@ def main(argv=None) -> int:
         del experts
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
-    print(markdown(b.meta, b.rows))
+    print(markdown(b.meta, b.rows, b.sweep))
     return 0 if all(r.get("ok", True) for r in b.rows) else 1
 
 

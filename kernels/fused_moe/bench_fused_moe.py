@@ -2,7 +2,8 @@
 scales, w8a16) weights side by side, the small-T and grouped paths, CUDA graphs for decode
 sizes (T=1 also eager), eager prefill, the align alone, and torch._grouped_mm as a torch-native
 anchor; on the grouped path also FP8 w8a8 (act_quant: e4m3 activations per 128-wide token
-group, fp8 tensor cores) and its TFLOP/s over bf16's. GPU only.
+group, fp8 tensor cores) and its TFLOP/s over bf16's; at prefill sizes also FP8 w8a16 with its
+block scales placed the other way (grouped.SCALE_DOTS flipped). GPU only.
 
 python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 8 32 64 4096] [--tp 8 1] [--out DIR]
     [--sweep-fp8]  (also times candidate FP8 small-T tiles at TP 8: sweep_small_t.py)
@@ -22,7 +23,7 @@ import time
 import torch
 
 from ..benchmark import copy_ceiling_gbs
-from . import align, fp8
+from . import align, fp8, grouped
 from .kernel import fused_moe, moe_flops_bytes, pick_config
 from .ref import fused_moe_ref
 from .routing import ep_expert_map, route_topk
@@ -37,6 +38,7 @@ GRAPH_MAX_T = 64  # decode sizes: timed under CUDA graphs (T=1 also eager: launc
 BOTH_PATHS_T = (8, 32, 64)  # also timed on the path the bound does not pick
 ANCHOR_T = (1, 64, 4096)  # torch._grouped_mm timed at these T
 TOL = {"atol": 3e-2, "rtol": 3e-2}
+OTHER_PLACEMENT = f"fp8, scales on the {'tiles' if grouped.SCALE_DOTS else 'dots'}"
 NO_GPU = ("bench_fused_moe needs a CUDA GPU. On CPU run the tests instead: "
           "python -m pytest kernels/fused_moe")
 
@@ -103,7 +105,7 @@ class Bench:
         self.meta = {"device": device, "torch": torch.__version__,
                      "date": time.strftime("%Y-%m-%d"), "copy_ceiling_gbs": self.ceiling,
                      "E": E, "topk": TOPK, "H": H, "fp8_block": BLOCK,
-                     "small_t_max_pairs": SMALL_T_MAX_PAIRS,
+                     "small_t_max_pairs": SMALL_T_MAX_PAIRS, "fp8_scale_dots": grouped.SCALE_DOTS,
                      "small_t_tiles": {f"{k} {b}B": repr(v) for (k, b), v in TILES.items()}}
         self.sweep: list[str] = []  # sweep_small_t's summary lines
         print(json.dumps(self.meta), flush=True)
@@ -149,19 +151,21 @@ def markdown(meta: dict, rows: list[dict], sweep: list[str] = ()) -> str:
             cells = f"WRONG (max err {r['max_err']:.3g}) | - | -"
         lines.append(f"| {r['layout']} | {r['T']} | {r['kernel']} | {r.get('path', '-')} "
                      f"| {r.get('mode', 'eager')} | {cells} |")
-    return "\n".join(lines + [""] + w8a8_speedups(rows) + list(sweep)) + "\n"
+    ratios = (speedups(rows, "fp8 w8a8", "bf16", "w8a8 / bf16")
+              + speedups(rows, OTHER_PLACEMENT, "fp8", f"{OTHER_PLACEMENT} / fp8"))
+    return "\n".join(lines + [""] + ratios + list(sweep)) + "\n"
 
 
-def w8a8_speedups(rows: list[dict]) -> list[str]:
-    """One line per w8a8 row: its TFLOP/s over the bf16 grouped row of the same layout and T."""
-    bf16 = {(r["layout"], r["T"]): r for r in rows
-            if r["kernel"] == "bf16" and r.get("path") == "grouped" and "ms" in r}
+def speedups(rows: list[dict], kernel: str, over: str, name: str) -> list[str]:
+    """One line per `kernel` row: its TFLOP/s over the `over` grouped row of the same layout and T."""
+    base = {(r["layout"], r["T"]): r for r in rows
+            if r["kernel"] == over and r.get("path") == "grouped" and "ms" in r}
     lines = []
     for r in rows:
-        base = bf16.get((r["layout"], r["T"]))
-        if r["kernel"] == "fp8 w8a8" and "ms" in r and base:
-            lines.append(f"w8a8 / bf16 TFLOP/s, {r['layout']} T={r['T']}: "
-                         f"{r['tflops'] / base['tflops']:.2f}")
+        b = base.get((r["layout"], r["T"]))
+        if r["kernel"] == kernel and "ms" in r and b:
+            lines.append(f"{name} TFLOP/s, {r['layout']} T={r['T']}: "
+                         f"{r['tflops'] / b['tflops']:.2f}")
     return lines
 
 
@@ -174,8 +178,8 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
         x = torch.randn(T, H, device=DEVICE, generator=g).to(ACT)
         tw, ids = route_topk(torch.randn(T, E, device=DEVICE, generator=g), TOPK)
         ref = fused_moe_ref(x, w13, w2, tw, ids, expert_map=emap).float()
-        auto_small = T * TOPK <= max_pairs(inter)
-        paths = [auto_small] + ([not auto_small] if T in BOTH_PATHS_T else [])
+        paths = {wb: [T * TOPK <= max_pairs(inter, wb)] for wb in (1, 2)}  # by weight bytes
+        paths = {wb: p + ([not p[0]] if T in BOTH_PATHS_T else []) for wb, p in paths.items()}
         call_ms = None
         fp8_kw = {"w13_scale": s13, "w2_scale": s2, "block_shape": BLOCK}
         refs = {False: ref}  # by act_quant; w8a8's reference computed when first needed
@@ -186,7 +190,7 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
         }.items():
             flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2, wb, BLOCK, ep_size=ep)
             a8 = "act_quant" in kw
-            runs = [p for p in paths if not (a8 and p)]  # w8a8: grouped path only
+            runs = [p for p in paths[1 if wb and not a8 else 2] if not (a8 and p)]  # w8a8: grouped
             if runs and a8 not in refs:
                 refs[a8] = fused_moe_ref(x, q13, q2, tw, ids, expert_map=emap, act_quant=True,
                                          **fp8_kw).float()
@@ -200,8 +204,14 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                     modes = [False, True]
                 for graph in modes:
                     r = b.measure(dict(base), fn, refs[a8], flops, nbytes, graph)
-                    if kernel == "bf16" and small == auto_small:
+                    if kernel == "bf16" and small == paths[2][0]:
                         call_ms = r.get("ms")
+        if T > GRAPH_MAX_T:  # w8a16 prefill with the other block-scale placement (grouped.py)
+            flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2, 1, BLOCK, ep_size=ep)
+            fn = flipped_scale_dots(functools.partial(fused_moe, x, q13, q2, tw, ids,
+                                                      expert_map=emap, small_t=False, **fp8_kw))
+            b.measure({"layout": layout, "T": T, "kernel": OTHER_PLACEMENT, "path": "grouped",
+                       "bytes": nbytes}, fn, ref, flops, nbytes, False)
         if anchor and T in ANCHOR_T:
             flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2)
             b.measure({"layout": layout, "T": T, "kernel": "torch._grouped_mm", "bytes": nbytes},
@@ -209,6 +219,18 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                       False)
         if T > GRAPH_MAX_T and call_ms:
             time_align(b, layout, T, ids, num_e, inter, emap, call_ms)
+
+
+def flipped_scale_dots(fn):
+    """fn run with grouped.SCALE_DOTS flipped: w8a16 block scales on the tiles instead of the dots,
+    or the reverse."""
+    def run():
+        grouped.SCALE_DOTS = not grouped.SCALE_DOTS
+        try:
+            return fn()
+        finally:
+            grouped.SCALE_DOTS = not grouped.SCALE_DOTS
+    return run
 
 
 def time_align(b: Bench, layout, T, ids, num_e, inter, emap, call_ms) -> None:

@@ -25,7 +25,10 @@ padding. Above it the grouped path's one read per expert wins. The crossover is 
 bench_fused_moe (both paths forced at T=8..64). Measured on an H200 (bench/RESULTS.md,
 2026-11-27): with narrow experts (I=128, TP 8) the small-T path stays faster up to T=64 x top-10
 (640 pairs); with wide ones (I=1024, TP 1) the grouped path already wins at T=8 (80 pairs), so
-wide experts take the small-T path only at T=1 (`max_pairs`).
+wide experts take the small-T path only at T=1 (`max_pairs`). In e4m3 (w8a16) the grouped path
+converts and scales every weight tile, and the small-T path beats it at I=1024 up to T=64 on an
+H200 (2026-11-27, after the tiles above) and up to T=32 on an H100 (before them): wide e4m3
+experts take it up to T=32 x top-10 (320 pairs).
 """
 
 from __future__ import annotations
@@ -41,12 +44,16 @@ from .scales import Scales, fit_block_n, k_scales, n_scales
 
 SMALL_T_MAX_PAIRS = 640  # T * topk at or below this takes the small-T path, I <= NARROW_I
 SMALL_T_MAX_PAIRS_WIDE = 16  # the same for wider experts: T=1 at top-10 (see above)
+SMALL_T_MAX_PAIRS_WIDE_FP8 = 320  # wider experts in e4m3 (w8a16): T=32 at top-10 (see above)
 NARROW_I = 256
 
 
-def max_pairs(inter_size: int) -> int:
-    """The small-T bound on T * topk for experts of intermediate size I (this rank's shard)."""
-    return SMALL_T_MAX_PAIRS if inter_size <= NARROW_I else SMALL_T_MAX_PAIRS_WIDE
+def max_pairs(inter_size: int, weight_bytes: int = 2) -> int:
+    """The small-T bound on T * topk for experts of intermediate size I (this rank's shard) whose
+    weights the kernels read as weight_bytes-byte elements (1: e4m3, w8a16)."""
+    if inter_size <= NARROW_I:
+        return SMALL_T_MAX_PAIRS
+    return SMALL_T_MAX_PAIRS_WIDE_FP8 if weight_bytes == 1 else SMALL_T_MAX_PAIRS_WIDE
 
 
 @triton.jit

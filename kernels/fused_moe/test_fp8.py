@@ -63,6 +63,7 @@ FP8_CASES = [
     Fp8Case("bk below BLOCK_K, H not a bk multiple", T=5, H=40, block=(16, 8)),
     Fp8Case("bn 32 over I=16: gate and up in one row block", T=3, block=(32, 16)),
     Fp8Case("bn 8: grouped path dequantizes first", T=6, block=(8, 16)),
+    Fp8Case("bk 32 = BLOCK_K: grouped path scales its dots", T=6, H=64, block=(16, 32)),
     Fp8Case("experts with no tokens", T=9, E=16, routing="few_experts"),
     Fp8Case("every token on one expert", T=21, E=8, routing="one_expert"),
     Fp8Case("512 experts top-10", T=2, E=512, topk=10),

@@ -13,7 +13,7 @@ I=128 gives ~1,000 programs and every SM streams weights. FP8 weights (w8a16): e
 converted in registers; a K step is split into chunks inside one 128-wide scale block (SCALE_K),
 and each chunk's fp32 partial dot products are multiplied by its one block scale (no per-weight
 scaling, no per-column scale loads). Their tiles move twice the bytes per K step of bf16's
-(`bench_fused_moe --sweep-fp8`: 1.5-1.9x bf16's speed at TP 8, T=1..32, on an H200).
+(`bench_fused_moe --sweep-fp8`: 1.4-1.9x bf16's speed at TP 8, T=1..32, on an H200).
 
 Bound (`SMALL_T_MAX_PAIRS`): a pair's program reads its expert's slice even when another pair
 of the same step routes to the same expert, so the weight bytes are P / E_hit(P) times the

@@ -2,9 +2,11 @@
 scales, w8a16) weights side by side, the small-T and grouped paths, CUDA graphs for decode
 sizes (T=1 also eager), eager prefill, the align alone, and torch._grouped_mm as a torch-native
 anchor; on the grouped path also FP8 w8a8 (act_quant: e4m3 activations per 128-wide token
-group, fp8 tensor cores) and its TFLOP/s over bf16's. GPU only.
+group, fp8 tensor cores) and its TFLOP/s over bf16's; at prefill sizes also FP8 w8a16 with its
+block scales placed the other way (grouped.SCALE_DOTS flipped). GPU only.
 
 python -m rio_kernels.fused_moe.bench_fused_moe [--tokens 1 8 32 64 4096] [--tp 8 1] [--out DIR]
+    [--sweep-fp8]  (also times candidate FP8 small-T tiles at TP 8: sweep_small_t.py)
 Every kernel is checked against fused_moe_ref on its inputs before it is timed (WRONG rows are
 not timed; w8a8 rows normwise, see ref.w8a8_errors). The align share is its GPU time (graph)
 over the bf16 call's. Rows stream to stdout as JSON; DIR gets bench_fused_moe.json and .md.
@@ -22,11 +24,12 @@ import time
 import torch
 
 from ..benchmark import copy_ceiling_gbs
-from . import align, fp8
+from . import align, fp8, grouped
 from .kernel import fused_moe, moe_flops_bytes, pick_config
 from .ref import fused_moe_ref, w8a8_errors
 from .routing import ep_expert_map, route_topk
-from .small_t import SMALL_T_MAX_PAIRS, max_pairs
+from .small_t import SMALL_T_MAX_PAIRS, TILES, max_pairs
+from .sweep_small_t import sweep_fp8
 
 DEVICE, ACT = "cuda", torch.bfloat16  # a CPU smoke run of this script may change both
 E, TOPK, H, I_FULL = 512, 10, 4096, 1024
@@ -36,6 +39,7 @@ GRAPH_MAX_T = 64  # decode sizes: timed under CUDA graphs (T=1 also eager: launc
 BOTH_PATHS_T = (8, 32, 64)  # also timed on the path the bound does not pick
 ANCHOR_T = (1, 64, 4096)  # torch._grouped_mm timed at these T
 TOL = {"atol": 3e-2, "rtol": 3e-2}
+OTHER_PLACEMENT = f"fp8, scales on the {'tiles' if grouped.SCALE_DOTS else 'dots'}"
 NO_GPU = ("bench_fused_moe needs a CUDA GPU. On CPU run the tests instead: "
           "python -m pytest kernels/fused_moe")
 
@@ -49,6 +53,8 @@ def parse_args(argv):
     p.add_argument("--ep-tokens", type=int, nargs="*", default=[],
                    help="T for the EP 8 layout (64 local experts of I=1024, an expert map)")
     p.add_argument("--no-anchor", action="store_true", help="skip torch._grouped_mm")
+    p.add_argument("--sweep-fp8", action="store_true",
+                   help="time candidate FP8 small-T tiles at TP 8, T=1/8/32 (sweep_small_t.py)")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     return p.parse_args(argv)
 
@@ -100,12 +106,15 @@ class Bench:
         self.meta = {"device": device, "torch": torch.__version__,
                      "date": time.strftime("%Y-%m-%d"), "copy_ceiling_gbs": self.ceiling,
                      "E": E, "topk": TOPK, "H": H, "fp8_block": BLOCK,
-                     "small_t_max_pairs": SMALL_T_MAX_PAIRS}
+                     "small_t_max_pairs": SMALL_T_MAX_PAIRS, "fp8_scale_dots": grouped.SCALE_DOTS,
+                     "small_t_tiles": {f"{k} {b}B": repr(v) for (k, b), v in TILES.items()}}
+        self.sweep: list[str] = []  # sweep_small_t's summary lines
         print(json.dumps(self.meta), flush=True)
 
     def measure(self, row: dict, fn, ref, flops: float, nbytes: float, graph: bool,
-                ref_a16=None) -> dict:
-        """ref_a16: w8a8 rows, the w8a16 reference; checked normwise (ref.w8a8_errors)."""
+                ref_a16=None, keep: bool = True) -> dict:
+        """Checks fn() against ref, then times it; keep: a row of the table (else JSON only).
+        ref_a16: w8a8 rows, the w8a16 reference; checked normwise (ref.w8a8_errors)."""
         out = fn().float()
         err = (out - ref).abs().max().item()
         row.update(mode="graph" if graph else "eager", max_err=err,
@@ -117,19 +126,20 @@ class Bench:
             ms = bench(fn, return_mode="median")
             row.update(ms=ms, tflops=flops / ms / 1e9, gbs=nbytes / ms / 1e6,
                        frac=nbytes / ms / 1e6 / self.ceiling)
-        self.rows.append(row)
+        if keep:
+            self.rows.append(row)
         print(json.dumps(row), flush=True)
         self.save()
         return row
 
     def save(self) -> None:
         with open(os.path.join(self.out_dir, "bench_fused_moe.json"), "w") as f:
-            json.dump({**self.meta, "rows": self.rows}, f, indent=1)
+            json.dump({**self.meta, "rows": self.rows, "sweep": self.sweep}, f, indent=1)
         with open(os.path.join(self.out_dir, "bench_fused_moe.md"), "w") as f:
-            f.write(markdown(self.meta, self.rows))
+            f.write(markdown(self.meta, self.rows, self.sweep))
 
 
-def markdown(meta: dict, rows: list[dict]) -> str:
+def markdown(meta: dict, rows: list[dict], sweep: list[str] = ()) -> str:
     head = (f"{meta['device']}, {meta['date']}, copy ceiling {meta['copy_ceiling_gbs']:.0f} GB/s,"
             f" E={E} top-{TOPK} H={H}, fp8 = e4m3 weights + {BLOCK} block scales (w8a16); "
             f"fp8 w8a8 = also e4m3 activations, {BLOCK[1]}-wide token groups (grouped path), "
@@ -147,19 +157,21 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             cells = f"WRONG (max err {r['max_err']:.3g}{norm}) | - | -"
         lines.append(f"| {r['layout']} | {r['T']} | {r['kernel']} | {r.get('path', '-')} "
                      f"| {r.get('mode', 'eager')} | {cells} |")
-    return "\n".join(lines + [""] + w8a8_speedups(rows)) + "\n"
+    ratios = (speedups(rows, "fp8 w8a8", "bf16", "w8a8 / bf16")
+              + speedups(rows, OTHER_PLACEMENT, "fp8", f"{OTHER_PLACEMENT} / fp8"))
+    return "\n".join(lines + [""] + ratios + list(sweep)) + "\n"
 
 
-def w8a8_speedups(rows: list[dict]) -> list[str]:
-    """One line per w8a8 row: its TFLOP/s over the bf16 grouped row of the same layout and T."""
-    bf16 = {(r["layout"], r["T"]): r for r in rows
-            if r["kernel"] == "bf16" and r.get("path") == "grouped" and "ms" in r}
+def speedups(rows: list[dict], kernel: str, over: str, name: str) -> list[str]:
+    """One line per `kernel` row: its TFLOP/s over the `over` grouped row of the same layout and T."""
+    base = {(r["layout"], r["T"]): r for r in rows
+            if r["kernel"] == over and r.get("path") == "grouped" and "ms" in r}
     lines = []
     for r in rows:
-        base = bf16.get((r["layout"], r["T"]))
-        if r["kernel"] == "fp8 w8a8" and "ms" in r and base:
-            lines.append(f"w8a8 / bf16 TFLOP/s, {r['layout']} T={r['T']}: "
-                         f"{r['tflops'] / base['tflops']:.2f}")
+        b = base.get((r["layout"], r["T"]))
+        if r["kernel"] == kernel and "ms" in r and b:
+            lines.append(f"{name} TFLOP/s, {r['layout']} T={r['T']}: "
+                         f"{r['tflops'] / b['tflops']:.2f}")
     return lines
 
 
@@ -172,8 +184,8 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
         x = torch.randn(T, H, device=DEVICE, generator=g).to(ACT)
         tw, ids = route_topk(torch.randn(T, E, device=DEVICE, generator=g), TOPK)
         ref = fused_moe_ref(x, w13, w2, tw, ids, expert_map=emap).float()
-        auto_small = T * TOPK <= max_pairs(inter)
-        paths = [auto_small] + ([not auto_small] if T in BOTH_PATHS_T else [])
+        paths = {wb: [T * TOPK <= max_pairs(inter, wb)] for wb in (1, 2)}  # by weight bytes
+        paths = {wb: p + ([not p[0]] if T in BOTH_PATHS_T else []) for wb, p in paths.items()}
         call_ms = None
         fp8_kw = {"w13_scale": s13, "w2_scale": s2, "block_shape": BLOCK}
         refs = {False: ref}  # by act_quant; w8a8's reference computed when first needed
@@ -184,7 +196,7 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
         }.items():
             flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2, wb, BLOCK, ep_size=ep)
             a8 = "act_quant" in kw
-            runs = [p for p in paths if not (a8 and p)]  # w8a8: grouped path only
+            runs = [p for p in paths[1 if wb and not a8 else 2] if not (a8 and p)]  # w8a8: grouped
             if runs and a8 not in refs:
                 refs[a8] = fused_moe_ref(x, q13, q2, tw, ids, expert_map=emap, act_quant=True,
                                          **fp8_kw).float()
@@ -199,8 +211,14 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                 for graph in modes:
                     r = b.measure(dict(base), fn, refs[a8], flops, nbytes, graph,
                                   refs[False] if a8 else None)
-                    if kernel == "bf16" and small == auto_small:
+                    if kernel == "bf16" and small == paths[2][0]:
                         call_ms = r.get("ms")
+        if T > GRAPH_MAX_T:  # w8a16 prefill with the other block-scale placement (grouped.py)
+            flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2, 1, BLOCK, ep_size=ep)
+            fn = flipped_scale_dots(functools.partial(fused_moe, x, q13, q2, tw, ids,
+                                                      expert_map=emap, small_t=False, **fp8_kw))
+            b.measure({"layout": layout, "T": T, "kernel": OTHER_PLACEMENT, "path": "grouped",
+                       "bytes": nbytes}, fn, ref, flops, nbytes, False)
         if anchor and T in ANCHOR_T:
             flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2)
             b.measure({"layout": layout, "T": T, "kernel": "torch._grouped_mm", "bytes": nbytes},
@@ -208,6 +226,18 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                       False)
         if T > GRAPH_MAX_T and call_ms:
             time_align(b, layout, T, ids, num_e, inter, emap, call_ms)
+
+
+def flipped_scale_dots(fn):
+    """fn run with grouped.SCALE_DOTS flipped: w8a16 block scales on the tiles instead of the dots,
+    or the reverse."""
+    def run():
+        grouped.SCALE_DOTS = not grouped.SCALE_DOTS
+        try:
+            return fn()
+        finally:
+            grouped.SCALE_DOTS = not grouped.SCALE_DOTS
+    return run
 
 
 def time_align(b: Bench, layout, T, ids, num_e, inter, emap, call_ms) -> None:
@@ -238,6 +268,9 @@ def main(argv=None) -> int:
         experts = make_experts(I_FULL // tp, seed=tp)
         tokens = list(args.tokens) + (list(args.long_tokens) if tp == 8 else [])
         run_layout(b, f"TP {tp} (I={I_FULL // tp})", experts, tokens, not args.no_anchor)
+        if tp == 8 and args.sweep_fp8:
+            b.sweep = sweep_fp8(b, experts, f"TP 8 (I={I_FULL // 8})", E, TOPK, H)
+            b.save()
         if tp == 1 and args.ep_tokens:
             local = {k: tuple(t[: E // 8] for t in v) for k, v in experts.items()}
             emap = ep_expert_map(E, 0, 8, device=DEVICE)
@@ -245,7 +278,7 @@ def main(argv=None) -> int:
         del experts
         if DEVICE == "cuda":
             torch.cuda.empty_cache()
-    print(markdown(b.meta, b.rows))
+    print(markdown(b.meta, b.rows, b.sweep))
     return 0 if all(r.get("ok", True) for r in b.rows) else 1
 
 

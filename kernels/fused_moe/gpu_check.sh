@@ -2,7 +2,7 @@
 # The one GPU check of kernels/fused_moe (torch + triton + pytest only, no SGLang, no network):
 # the gpu-marked tests of this folder (w8a8 prefill included), then bench_fused_moe (checks each
 # kernel against the reference on fresh data, then times it; its last lines give w8a8 / bf16
-# TFLOP/s). Results land in $OUT (default bench/out).
+# TFLOP/s, then the FP8 small-T tile sweep: sweep_small_t.py). Results land in $OUT (default bench/out).
 # usage, from anywhere:  OUT=/some/dir bash kernels/fused_moe/gpu_check.sh [bench args...]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,8 +23,9 @@ tail -5 "$OUT/gpu_tests.txt"
 echo "gpu tests: rc=$tests in $((SECONDS - start)) s"
 
 start=$SECONDS
-timeout 180 "$PY" -m rio_kernels.fused_moe.bench_fused_moe --out "$OUT" "$@" >"$OUT/bench.log" 2>&1
+timeout 180 "$PY" -m rio_kernels.fused_moe.bench_fused_moe --sweep-fp8 --out "$OUT" "$@" \
+    >"$OUT/bench.log" 2>&1
 bench=$?
-grep -v '^{' "$OUT/bench.log" | tail -60
+grep -v '^{' "$OUT/bench.log" | tail -75
 echo "bench: rc=$bench in $((SECONDS - start)) s (rows so far: $OUT/bench_fused_moe.md)"
 exit $((tests || bench))

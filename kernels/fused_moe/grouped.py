@@ -23,6 +23,15 @@ from .fp8 import FP8, act_group
 from .scales import Scales, fit_block_n, k_scales, n_scales
 
 GROUP_M = 8
+# w8a16 block scales on the dot (w16_step) where they may; False: on the weight tiles' K rows,
+# the placement measured on GPUs. True is unmeasured: bench_fused_moe times it ("fp8, scales on
+# the dots" rows) and the flag flips only once a GPU run shows it faster.
+SCALE_DOTS = False
+
+
+def scale_dot(scales: Scales, block_k: int, a8: bool) -> bool:
+    """Whether a w8a16 GEMM with BLOCK_K = block_k scales its dots (w16_step)."""
+    return SCALE_DOTS and scales.block and not a8 and scales.group_k % block_k == 0
 
 
 @triton.jit
@@ -47,6 +56,23 @@ def weight_tile(w_ptrs, k_ok, n_ok, s_ptr, e, n_block, offs_k, stride_se, stride
 
 
 @triton.jit
+def w16_step(acc, a, w_ptrs, k_ok, n_ok, s_ptr, e, n_block, k0, offs_k, stride_se, stride_sn,
+             stride_sk, GROUP_K, BLOCK_SCALE: tl.constexpr, SCALE_DOT: tl.constexpr,
+             PRECISION: tl.constexpr):
+    """acc + a @ w for one K step with 16-bit activations. SCALE_DOT (block scales, BLOCK_K inside
+    one block): the weights convert exactly and the block's one scale multiplies the fp32 dot;
+    else the scales multiply the weight tile's K rows before the dot."""
+    if SCALE_DOT:
+        w = tl.load(w_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0).to(a.dtype)
+        s = tl.load(s_ptr + e.to(tl.int64) * stride_se + n_block * stride_sn
+                    + (k0 // GROUP_K) * stride_sk)
+        return acc + tl.dot(a, w, input_precision=PRECISION) * s
+    w = weight_tile(w_ptrs, k_ok, n_ok, s_ptr, e, n_block, k0 + offs_k, stride_se, stride_sn,
+                    stride_sk, GROUP_K, BLOCK_SCALE).to(a.dtype)
+    return tl.dot(a, w, acc, input_precision=PRECISION)
+
+
+@triton.jit
 def scaled_dot(a, a_s_ptrs, row_ok, w, s_ptr, e, n_block, k0, stride_se, stride_sn, stride_sk,
                GROUP_K, BLOCK_SCALE: tl.constexpr):
     """One K step of an e4m3 x e4m3 GEMM: [BLOCK_M, BLOCK_N] fp32, block scales applied."""
@@ -66,7 +92,7 @@ def _gate_up_kernel(
     P, H, I, TOPK, NUM_M,
     stride_xt, stride_xh, stride_we, stride_wn, stride_wk, stride_ip, stride_ii,
     CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr, ACT_SCALE: tl.constexpr,
-    PRECISION: tl.constexpr,
+    SCALE_DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid_m, pid_n = tile_order(NUM_M, tl.cdiv(I, BLOCK_N), GROUP_M)
@@ -99,12 +125,12 @@ def _gate_up_kernel(
                                 e, (I + n0) // GROUP_N, k0, stride_se, stride_sn, stride_sk,
                                 GROUP_K, BLOCK_SCALE)
         else:
-            wg = weight_tile(wg_ptrs, k_ok, n_ok, s_ptr, e, n0 // GROUP_N, k0 + offs_k,
-                             stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE).to(a.dtype)
-            wu = weight_tile(wu_ptrs, k_ok, n_ok, s_ptr, e, (I + n0) // GROUP_N, k0 + offs_k,
-                             stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE).to(a.dtype)
-            acc_g = tl.dot(a, wg, acc_g, input_precision=PRECISION)
-            acc_u = tl.dot(a, wu, acc_u, input_precision=PRECISION)
+            acc_g = w16_step(acc_g, a, wg_ptrs, k_ok, n_ok, s_ptr, e, n0 // GROUP_N, k0, offs_k,
+                             stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE, SCALE_DOT,
+                             PRECISION)
+            acc_u = w16_step(acc_u, a, wu_ptrs, k_ok, n_ok, s_ptr, e, (I + n0) // GROUP_N, k0,
+                             offs_k, stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE,
+                             SCALE_DOT, PRECISION)
         x_ptrs += BLOCK_K * stride_xh
         wg_ptrs += BLOCK_K * stride_wk
         wu_ptrs += BLOCK_K * stride_wk
@@ -128,7 +154,7 @@ def _down_kernel(
     P, H, I, NUM_M,
     stride_ip, stride_ii, stride_we, stride_wn, stride_wk, stride_op, stride_oh,
     CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr, ACT_SCALE: tl.constexpr,
-    PRECISION: tl.constexpr,
+    SCALE_DOT: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid_m, pid_n = tile_order(NUM_M, tl.cdiv(H, BLOCK_N), GROUP_M)
@@ -155,9 +181,9 @@ def _down_kernel(
             acc += scaled_dot(a, a_s_ptrs, row_ok, w, s_ptr, e, n0 // GROUP_N, k0,
                               stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE)
         else:
-            w = weight_tile(w_ptrs, k_ok, n_ok, s_ptr, e, n0 // GROUP_N, k0 + offs_k,
-                            stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE).to(a.dtype)
-            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+            acc = w16_step(acc, a, w_ptrs, k_ok, n_ok, s_ptr, e, n0 // GROUP_N, k0, offs_k,
+                           stride_se, stride_sn, stride_sk, GROUP_K, BLOCK_SCALE, SCALE_DOT,
+                           PRECISION)
         a_ptrs += BLOCK_K * stride_ii
         w_ptrs += BLOCK_K * stride_wk
     if CHANNEL_SCALE:
@@ -235,7 +261,7 @@ def grouped_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
         P, H, I, topk, num_m,
         a13[0].stride(0), a13[0].stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
         inter.stride(0), inter.stride(1),
-        BLOCK_N=n13, **s13.flags(), **common,
+        BLOCK_N=n13, SCALE_DOT=scale_dot(s13, common["BLOCK_K"], a8), **s13.flags(), **common,
     )
     a2 = act_scaled(inter, act_group(block_shape, I) if a8 else 0, blocks.pair_expert)
     _down_kernel[(num_m * triton.cdiv(H, n2),)](
@@ -243,7 +269,7 @@ def grouped_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
         *s2.args(), *a2[1:], P, H, I, num_m,
         a2[0].stride(0), a2[0].stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
         pair_out.stride(0), pair_out.stride(1),
-        BLOCK_N=n2, **s2.flags(), **common,
+        BLOCK_N=n2, SCALE_DOT=scale_dot(s2, common["BLOCK_K"], a8), **s2.flags(), **common,
     )
     block_h = min(1024, triton.next_power_of_2(H))
     _combine_kernel[(T, triton.cdiv(H, block_h))](

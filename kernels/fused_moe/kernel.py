@@ -44,7 +44,7 @@ def fused_moe(
     (block_shape (bn, bk) for block scales [E, ceil(N/bn), ceil(K/bk)], None for per-channel
     scales [E, N]); the kernels read the e4m3 bytes and compute with x.dtype activations (w8a16).
     small_t: force (True) or forbid (False) the small-T path; None: T * topk <=
-    small_t.max_pairs(I) (the bound is justified in small_t.py).
+    small_t.max_pairs(I, weight bytes) (justified in small_t.py; w8a8 counts as 2 bytes).
     act_quant: FP8 experts only, opt-in: the grouped path quantizes activations to e4m3 per
     token group (act_quant.py) and runs e4m3 x e4m3 tensor-core GEMMs (w8a8) where the weight
     block's K width is >= act_quant.MIN_BLOCK_K (channel scales: always); small-T stays w8a16.
@@ -79,7 +79,8 @@ def fused_moe(
     if T == 0:
         return out
     if small_t is None:
-        small_t = T * topk <= _small.max_pairs(inter_size)
+        w8a16 = w13.element_size() == 1 and not act_quant
+        small_t = T * topk <= _small.max_pairs(inter_size, 1 if w8a16 else 2)
     if small_t:
         return _small.small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13, s2, out)
     cfg = config or pick_config(T, topk, E, x.device, inter_size, w13.dtype)

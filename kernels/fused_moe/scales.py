@@ -5,8 +5,8 @@ Layouts as in fp8.py ("w = q * scale"). A kernel never dequantizes a weight tile
 - channel scales (one per output row n) multiply the fp32 accumulator once, after the K loop;
 - block scales (one per bn x bk block) are constant over a tile's rows when the tile's rows lie
   in one row block (BLOCK_N divides bn and the tile start is a multiple of BLOCK_N), so they
-  form a [BLOCK_K] vector over k: the GEMV scales its activation chunk with it, the GEMM its
-  weight tile's K rows.
+  form a [BLOCK_K] vector over k: the grouped GEMM scales its weight tile's K rows with it; the
+  small-T GEMVs split a K step into chunks inside one block and scale each chunk's partial sums.
 """
 
 from __future__ import annotations

@@ -7,9 +7,13 @@
    its token's local top-k experts at once ([topk, BLOCK_N, BLOCK_K] tiles, one wave of
    independent loads), and sums w[t, k] * W2[e] @ h in fp32 registers before one store of out[t].
 
-Both are GEMVs (tl.sum over weight tiles, no tensor cores: a pair is one row),
-sized so that even T=1 at I=128 gives ~1,000 programs and every SM streams weights.
-FP8 weights: e4m3 tiles are converted in registers, scales as in scales.py (w8a16).
+Both are GEMVs (tl.sum over weight tiles, no tensor cores: a pair is one row), their tiles
+sized by the table TILES per kernel and weight width (gemv_tiles): bf16 so that even T=1 at
+I=128 gives ~1,000 programs and every SM streams weights. FP8 weights (w8a16): e4m3 tiles are
+converted in registers; a K step is split into chunks inside one 128-wide scale block (SCALE_K),
+and each chunk's fp32 partial dot products are multiplied by its one block scale (no per-weight
+scaling, no per-column scale loads). Their tiles move twice the bytes per K step of bf16's
+(`bench_fused_moe --sweep-fp8`: 1.4-1.9x bf16's speed at TP 8, T=1..32, on an H200).
 
 Bound (`SMALL_T_MAX_PAIRS`): a pair's program reads its expert's slice even when another pair
 of the same step routes to the same expert, so the weight bytes are P / E_hit(P) times the
@@ -21,10 +25,15 @@ padding. Above it the grouped path's one read per expert wins. The crossover is 
 bench_fused_moe (both paths forced at T=8..64). Measured on an H200 (bench/RESULTS.md,
 2026-11-27): with narrow experts (I=128, TP 8) the small-T path stays faster up to T=64 x top-10
 (640 pairs); with wide ones (I=1024, TP 1) the grouped path already wins at T=8 (80 pairs), so
-wide experts take the small-T path only at T=1 (`max_pairs`).
+wide experts take the small-T path only at T=1 (`max_pairs`). In e4m3 (w8a16) the grouped path
+converts and scales every weight tile, and the small-T path beats it at I=1024 up to T=64 on an
+H200 (2026-11-27, after the tiles above) and up to T=32 on an H100 (before them): wide e4m3
+experts take it up to T=32 x top-10 (320 pairs).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -35,14 +44,16 @@ from .scales import Scales, fit_block_n, k_scales, n_scales
 
 SMALL_T_MAX_PAIRS = 640  # T * topk at or below this takes the small-T path, I <= NARROW_I
 SMALL_T_MAX_PAIRS_WIDE = 16  # the same for wider experts: T=1 at top-10 (see above)
+SMALL_T_MAX_PAIRS_WIDE_FP8 = 320  # wider experts in e4m3 (w8a16): T=32 at top-10 (see above)
 NARROW_I = 256
 
 
-def max_pairs(inter_size: int) -> int:
-    """The small-T bound on T * topk for experts of intermediate size I (this rank's shard)."""
-    return SMALL_T_MAX_PAIRS if inter_size <= NARROW_I else SMALL_T_MAX_PAIRS_WIDE
-TARGET_PROGRAMS = 1024  # enough programs per launch for 132 SMs to stream weights
-TILE_BYTES = 16384  # weight bytes a program loads per K step (all its tiles together)
+def max_pairs(inter_size: int, weight_bytes: int = 2) -> int:
+    """The small-T bound on T * topk for experts of intermediate size I (this rank's shard) whose
+    weights the kernels read as weight_bytes-byte elements (1: e4m3, w8a16)."""
+    if inter_size <= NARROW_I:
+        return SMALL_T_MAX_PAIRS
+    return SMALL_T_MAX_PAIRS_WIDE_FP8 if weight_bytes == 1 else SMALL_T_MAX_PAIRS_WIDE
 
 
 @triton.jit
@@ -62,8 +73,10 @@ def _gate_up_gemv_kernel(
     H, I, E, E_GLOBAL, TOPK,
     stride_xt, stride_xh, stride_we, stride_wn, stride_wk, stride_ip, stride_ii,
     HAS_MAP: tl.constexpr, CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_K: tl.constexpr,
 ):
+    # A K step is BLOCK_K // SCALE_K chunks of SCALE_K columns, each inside one scale block:
+    # [BLOCK_N, chunks, SCALE_K] tiles, one scale per chunk times its partial dot products.
     p = tl.program_id(0)
     n0 = tl.program_id(1) * BLOCK_N
     e = local_expert(topk_ids_ptr, expert_map_ptr, p, p >= 0, E, E_GLOBAL, HAS_MAP)
@@ -72,27 +85,28 @@ def _gate_up_gemv_kernel(
     t = (p // TOPK).to(tl.int64)
     offs_n = n0 + tl.arange(0, BLOCK_N)
     n_ok = offs_n < I
-    offs_k = tl.arange(0, BLOCK_K)
+    chunk = tl.arange(0, BLOCK_K // SCALE_K) * SCALE_K
+    offs_k = chunk[:, None] + tl.arange(0, SCALE_K)[None, :]  # [chunks, SCALE_K]
     x_ptrs = x_ptr + t * stride_xt + offs_k * stride_xh
     wg_ptrs = (w_ptr + e.to(tl.int64) * stride_we
-               + offs_n[:, None].to(tl.int64) * stride_wn + offs_k[None, :] * stride_wk)
+               + offs_n[:, None, None].to(tl.int64) * stride_wn + offs_k[None, :, :] * stride_wk)
     wu_ptrs = wg_ptrs + I * stride_wn
     acc_g = tl.zeros([BLOCK_N], dtype=tl.float32)
     acc_u = tl.zeros([BLOCK_N], dtype=tl.float32)
     for k0 in range(0, H, BLOCK_K):
         k_ok = offs_k < H - k0
-        xg = tl.load(x_ptrs, mask=k_ok, other=0.0).to(tl.float32)
-        xu = xg
+        x = tl.load(x_ptrs, mask=k_ok, other=0.0).to(tl.float32)[None, :, :]
+        w_ok = n_ok[:, None, None] & k_ok[None, :, :]
+        part_g = tl.sum(tl.load(wg_ptrs, mask=w_ok, other=0.0).to(tl.float32) * x, 2)
+        part_u = tl.sum(tl.load(wu_ptrs, mask=w_ok, other=0.0).to(tl.float32) * x, 2)
         if BLOCK_SCALE:
-            xg *= k_scales(s_ptr, e, n0 // GROUP_N, k0 + offs_k, k_ok,
-                           stride_se, stride_sn, stride_sk, GROUP_K)
-            xu *= k_scales(s_ptr, e, (I + n0) // GROUP_N, k0 + offs_k, k_ok,
-                           stride_se, stride_sn, stride_sk, GROUP_K)
-        w_ok = n_ok[:, None] & k_ok[None, :]
-        wg = tl.load(wg_ptrs, mask=w_ok, other=0.0).to(tl.float32)
-        wu = tl.load(wu_ptrs, mask=w_ok, other=0.0).to(tl.float32)
-        acc_g += tl.sum(wg * xg[None, :], 1)
-        acc_u += tl.sum(wu * xu[None, :], 1)
+            c_ok = chunk < H - k0
+            part_g *= k_scales(s_ptr, e, n0 // GROUP_N, k0 + chunk, c_ok,
+                               stride_se, stride_sn, stride_sk, GROUP_K)[None, :]
+            part_u *= k_scales(s_ptr, e, (I + n0) // GROUP_N, k0 + chunk, c_ok,
+                               stride_se, stride_sn, stride_sk, GROUP_K)[None, :]
+        acc_g += tl.sum(part_g, 1)
+        acc_u += tl.sum(part_u, 1)
         x_ptrs += BLOCK_K * stride_xh
         wg_ptrs += BLOCK_K * stride_wk
         wu_ptrs += BLOCK_K * stride_wk
@@ -131,11 +145,12 @@ def _down_combine_kernel(
         k_ok = offs_k < I - k0
         h_ok = e_ok[:, None] & k_ok[None, :]
         h = tl.load(h_ptrs, mask=h_ok, other=0.0)
-        if BLOCK_SCALE:
-            h *= k_scales(s_ptr, e64[:, None], n0 // GROUP_N, (k0 + offs_k)[None, :], h_ok,
-                          stride_se, stride_sn, stride_sk, GROUP_K)
         w = tl.load(w_ptrs, mask=h_ok[:, None, :] & n_ok[None, :, None], other=0.0)
-        acc += tl.sum(w.to(tl.float32) * h[:, None, :], 2)
+        part = tl.sum(w.to(tl.float32) * h[:, None, :], 2)
+        if BLOCK_SCALE:  # BLOCK_K fits in a scale block: one scale per slot and K step
+            part *= k_scales(s_ptr, e64, n0 // GROUP_N, k0, e_ok,
+                             stride_se, stride_sn, stride_sk, GROUP_K)[:, None]
+        acc += part
         h_ptrs += BLOCK_K * stride_ii
         w_ptrs += BLOCK_K * stride_wk
     if CHANNEL_SCALE:
@@ -147,19 +162,52 @@ def _down_combine_kernel(
              total.to(out_ptr.dtype.element_ty), mask=n_ok)
 
 
-def gemv_tiles(rows: int, n: int, k: int, limit: int, slots: int, nbytes: int) -> tuple[int, int]:
+@dataclass(frozen=True)
+class GemvTiles:
+    """How one small-T kernel sizes its tiles (gemv_tiles): about `programs` programs per launch,
+    `tile_bytes` weight bytes loaded per K step by a program (all its tiles together), BLOCK_N at
+    most `max_block_n`, `num_warps` warps."""
+
+    programs: int
+    tile_bytes: int
+    max_block_n: int
+    num_warps: int = 8
+
+
+# (kernel, weight element bytes, 2 for 2 or more) -> tiles. bf16: measured on an H100 and an
+# H200 (bench/RESULTS.md). e4m3: the best of `bench_fused_moe --sweep-fp8` on an H200
+# (2026-11-27): twice bf16's bytes per K step, 4 warps for gate-up, 256 down programs.
+TILES = {
+    ("gate_up", 2): GemvTiles(programs=1024, tile_bytes=16384, max_block_n=16),
+    ("down", 2): GemvTiles(programs=1024, tile_bytes=16384, max_block_n=16),
+    ("gate_up", 1): GemvTiles(programs=1024, tile_bytes=32768, max_block_n=16, num_warps=4),
+    ("down", 1): GemvTiles(programs=256, tile_bytes=32768, max_block_n=64),
+}
+
+
+def gemv_tiles(rows: int, n: int, k: int, limit: int, slots: int, nbytes: int,
+               cfg: GemvTiles) -> tuple[int, int]:
     """(BLOCK_N, BLOCK_K) for `rows` GEMVs of an [n, k] weight of nbytes-byte elements:
-    ~TARGET_PROGRAMS programs, `slots` tiles loaded per K step, TILE_BYTES in all.
+    ~cfg.programs programs, `slots` tiles loaded per K step, cfg.tile_bytes in all; BLOCK_N at
+    most `limit` (what the scale blocks allow) and cfg.max_block_n.
 
     Interpreted (CPU), each program costs Python time: the widest tiles instead.
     """
     if triton.knobs.runtime.interpret:
         block_n = min(triton.next_power_of_2(n), 64, limit)
         return block_n, min(triton.next_power_of_2(k), 256)
-    block_n = triton.next_power_of_2(max(1, rows * n // TARGET_PROGRAMS))
-    block_n = min(max(2, min(block_n, 16, triton.next_power_of_2(n))), limit)
-    block_k = min(triton.next_power_of_2(k), max(16, TILE_BYTES // (nbytes * slots * block_n)))
+    limit = min(limit, cfg.max_block_n)
+    block_n = triton.next_power_of_2(max(1, rows * n // cfg.programs))
+    block_n = min(max(2, min(block_n, triton.next_power_of_2(n))), limit)
+    block_k = min(triton.next_power_of_2(k), max(16, cfg.tile_bytes // (nbytes * slots * block_n)))
     return block_n, block_k
+
+
+def scale_k(block_k: int, scales: Scales) -> int:
+    """Widest power-of-two K chunk (at most block_k) inside one scale block: block_k unscaled."""
+    if not scales.block:
+        return block_k
+    return min(block_k, scales.group_k & -scales.group_k)
 
 
 def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2: Scales, out):
@@ -173,21 +221,25 @@ def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
     emap = expert_map if expert_map is not None else ids  # placeholder pointer when unused
     routing = {"HAS_MAP": expert_map is not None}
     inter = buffers.empty((P, I), torch.float32, x.device)
-    bn, bk = gemv_tiles(P, I, H, fit_block_n(16, s13, I), 2, w13.element_size())
+    cfg = TILES["gate_up", min(w13.element_size(), 2)]
+    bn, bk = gemv_tiles(P, I, H, fit_block_n(64, s13, I), 2, w13.element_size(), cfg)
     _gate_up_gemv_kernel[(P, triton.cdiv(I, bn))](
         x, w13, inter, ids, emap, *s13.args(),
         H, I, E, emap.numel(), topk,
         x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
         inter.stride(0), inter.stride(1),
-        BLOCK_N=bn, BLOCK_K=bk, num_warps=8, **routing, **s13.flags(),
+        BLOCK_N=bn, BLOCK_K=bk, SCALE_K=scale_k(bk, s13), num_warps=cfg.num_warps,
+        **routing, **s13.flags(),
     )
     block_t = triton.next_power_of_2(topk)
-    bn, bk = gemv_tiles(T, H, I, fit_block_n(64, s2), block_t, w2.element_size())
+    cfg = TILES["down", min(w2.element_size(), 2)]
+    bn, bk = gemv_tiles(T, H, I, fit_block_n(64, s2), block_t, w2.element_size(), cfg)
     _down_combine_kernel[(T, triton.cdiv(H, bn))](
         inter, w2, topk_weights.reshape(P), out, ids, emap, *s2.args(),
         H, I, E, emap.numel(), topk,
         inter.stride(0), inter.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
         out.stride(0), out.stride(1),
-        BLOCK_T=block_t, BLOCK_N=bn, BLOCK_K=bk, num_warps=8, **routing, **s2.flags(),
+        BLOCK_T=block_t, BLOCK_N=bn, BLOCK_K=scale_k(bk, s2), num_warps=cfg.num_warps,
+        **routing, **s2.flags(),
     )
     return out

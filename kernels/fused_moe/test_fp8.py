@@ -6,7 +6,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from rio_kernels.fused_moe import ep_expert_map, fp8, fused_moe, fused_moe_ref, route_topk
+from rio_kernels.fused_moe import ep_expert_map, fp8, fused_moe, fused_moe_ref, grouped, route_topk
+from rio_kernels.fused_moe.configs import MoeConfig
+from rio_kernels.fused_moe.scales import weight_scales
 from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
 
 
@@ -63,6 +65,7 @@ FP8_CASES = [
     Fp8Case("bk below BLOCK_K, H not a bk multiple", T=5, H=40, block=(16, 8)),
     Fp8Case("bn 32 over I=16: gate and up in one row block", T=3, block=(32, 16)),
     Fp8Case("bn 8: grouped path dequantizes first", T=6, block=(8, 16)),
+    Fp8Case("bk 32 = BLOCK_K: the grouped path may scale its dots", T=6, H=64, block=(16, 32)),
     Fp8Case("experts with no tokens", T=9, E=16, routing="few_experts"),
     Fp8Case("every token on one expert", T=21, E=8, routing="one_expert"),
     Fp8Case("512 experts top-10", T=2, E=512, topk=10),
@@ -175,3 +178,18 @@ def test_fused_moe_fp8_weights_match_dequantized_ref(block):
     # The reference really dequantizes: it differs from the unquantized weights' result.
     plain = fused_moe_ref(x, w13.half(), w2.half(), weights, ids)
     assert not torch.equal(plain, ref)
+
+
+@pytest.mark.parametrize("scale_dots", [False, True])
+def test_grouped_block_scale_placements_match_ref(monkeypatch, scale_dots: bool):
+    """Both w8a16 block-scale placements of the grouped path (grouped.SCALE_DOTS: on the weight
+    tiles' K rows, or on each K step's dot where BLOCK_K fits in a block) equal the reference."""
+    monkeypatch.setattr(grouped, "SCALE_DOTS", scale_dots)
+    case = next(c for c in FP8_CASES if c.name.startswith("bk 32 = BLOCK_K"))
+    x, w13, w2, weights, ids = quantized_inputs(case)
+    (q13, s13), (q2, s2) = quantize(w13, case.block), quantize(w2, case.block)
+    kw = {"w13_scale": s13, "w2_scale": s2, "block_shape": case.block}
+    assert bool(grouped.scale_dot(weight_scales(q13, s13, case.block), 32, False)) is scale_dots
+    out = fused_moe(x, q13, q2, weights, ids, small_t=False, config=MoeConfig(block_k=32), **kw)
+    ref = fused_moe_ref(x, q13, q2, weights, ids, **kw)
+    torch.testing.assert_close(out.float(), ref.float(), atol=1e-2, rtol=1e-2)

@@ -16,6 +16,7 @@ from rio_kernels.fused_moe import (
     MoeConfig,
     align,
     ep_expert_map,
+    fp8,
     fused_moe,
     fused_moe_ref,
     grouped,
@@ -114,21 +115,29 @@ def test_fused_moe_matches_ref(case: Case, path: str):
     torch.testing.assert_close(out.float(), ref.float(), **TOL[case.dtype])
 
 
-@pytest.mark.parametrize("inter", [16, small_t.NARROW_I + 16])
+@pytest.mark.parametrize("inter,fp8_weights", [(16, False), (small_t.NARROW_I + 16, False),
+                                               (small_t.NARROW_I + 16, True)])
 @pytest.mark.parametrize("pairs_over_bound", [0, 1])
-def test_small_t_bound_both_sides(monkeypatch, pairs_over_bound, inter):
+def test_small_t_bound_both_sides(monkeypatch, pairs_over_bound, inter, fp8_weights):
     # T * topk exactly at the bound takes the small-T path, one token more the grouped one
-    # (narrow experts: 640 pairs; wide ones: 16).
+    # (narrow experts: 640 pairs; wide ones: 16, or their own e4m3 bound, here lowered from 320
+    # to 32 to keep the interpreter quick while still above the bf16 bound).
+    monkeypatch.setattr(small_t, "SMALL_T_MAX_PAIRS_WIDE_FP8", 32)
     topk = 4
-    T = small_t.max_pairs(inter) // topk + pairs_over_bound
+    T = small_t.max_pairs(inter, 1 if fp8_weights else 2) // topk + pairs_over_bound
     taken = []
     for module, name in ((small_t, "small_t_moe"), (grouped, "grouped_moe")):
         run = getattr(module, name)  # spied on, still run
         monkeypatch.setattr(module, name, lambda *a, _run=run, _n=name: taken.append(_n) or _run(*a))
     x, w13, w2, weights, ids = make_inputs(T, 32, inter, 16, topk, FP16)
-    out = run_kernel(x, w13, w2, weights, ids)
+    scales = {}
+    if fp8_weights:
+        (w13, s13), (w2, s2) = fp8.quantize_channel(w13), fp8.quantize_channel(w2)
+        scales = {"w13_scale": s13, "w2_scale": s2}
+    out = run_kernel(x, w13, w2, weights, ids, **scales)
     assert taken == (["grouped_moe"] if pairs_over_bound else ["small_t_moe"])
-    torch.testing.assert_close(out.float(), fused_moe_ref(x, w13, w2, weights, ids).float(),
+    torch.testing.assert_close(out.float(),
+                               fused_moe_ref(x, w13, w2, weights, ids, **scales).float(),
                                **TOL[FP16])
 
 

@@ -20,6 +20,7 @@ import shutil
 import pytest
 import requests
 from hf_reference import hf_greedy
+from one_ahead import OneAhead
 from test_fp8_loading import read
 from test_reasoning_server import REF_NEW, REFERENCE_CASES, assert_equals_reference, reference_run
 from test_reasoning_server import gen as gen_reasoning
@@ -71,22 +72,36 @@ def quantized_at_load_twin(ckpt, out):
     return out
 
 
-@pytest.fixture(scope="module", params=["block", "channel", "online"])
-def fp8_server(request, tmp_path_factory):
-    kind = request.param
-    root = tmp_path_factory.mktemp(f"fp8-{kind}")
-    if kind == "online":
-        ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0)
-        twin = quantized_at_load_twin(ckpt, root / "twin")
-        srv = launch(ckpt, extra_args=["--quantization", "fp8"], log_path=root / "server.log",
-                     environ={**os.environ, **ONLINE_ENV})
-    else:
-        ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0, fp8=kind)
-        twin = dequantized_twin(ckpt, root / "twin")
-        srv = launch(ckpt, log_path=root / "server.log")
+KINDS = ["block", "channel", "online"]
+
+
+@pytest.fixture(scope="module")
+def fp8_starts(request, tmp_path_factory):
+    def start(key):
+        kind = KINDS[key]
+        root = tmp_path_factory.mktemp(f"fp8-{kind}")
+        if kind == "online":
+            ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0)
+            twin = quantized_at_load_twin(ckpt, root / "twin")
+            srv = launch(ckpt, extra_args=["--quantization", "fp8"], log_path=root / "server.log",
+                         environ={**os.environ, **ONLINE_ENV})
+        else:
+            ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0, fp8=kind)
+            twin = dequantized_twin(ckpt, root / "twin")
+            srv = launch(ckpt, log_path=root / "server.log")
+        return srv, twin
+
+    starts = OneAhead(request, start, "fp8_server")
+    yield starts
+    starts.stop()
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def fp8_server(request, fp8_starts):
+    srv, twin = fp8_starts.take(request.param_index)
     try:
         srv.wait_ready(timeout=600)
-        yield kind, twin, srv
+        yield request.param, twin, srv
     finally:
         srv.stop()
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from one_ahead import OneAhead
 
 from launch.memory import RIO_CONFIG
 from launch.recipe import TargetError, read_target, server_args, server_env, target_names
@@ -156,20 +157,36 @@ def test_long_context_yarn_matches_transformers_beyond_native_positions(tmp_path
 DEFAULT_SPEC = {"mode": "switch", "max_switches": 2, "math_tokens_explicit": False}
 
 
+SERVE_SH = "test_serve_sh_cpu_tiny_answers_the_smoke_client"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def serve_sh_starts(request, tmp_path_factory):
+    """`recipe.sh cpu-tiny` starts as this module begins: its start overlaps the tests above."""
+    def start(_):
+        tmp = tmp_path_factory.mktemp("serve-sh")
+        port = launcher.free_port()
+        env = {**os.environ, "RIO_CACHE_DIR": str(tmp / "cache"), "RIO_VENV": sys.prefix,
+               "RIO_REASONING_DEFAULT": json.dumps(DEFAULT_SPEC)}
+        log = tmp / "server.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(["bash", str(ROOT / "launch" / "recipe.sh"), "cpu-tiny",
+                                     "--port", str(port)], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        # recipe.sh execs into SGLang in its own session: Server.stop ends that process group.
+        return (launcher.Server(f"http://127.0.0.1:{port}", proc, log), tmp)
+
+    starts = OneAhead(request, start, then=(SERVE_SH,))
+    starts.start_first()
+    yield starts
+    starts.stop()
+
+
 @pytest.mark.server
-def test_serve_sh_cpu_tiny_answers_the_smoke_client(tmp_path):
-    port = launcher.free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "RIO_CACHE_DIR": str(tmp_path / "cache"), "RIO_VENV": sys.prefix,
-           "RIO_REASONING_DEFAULT": json.dumps(DEFAULT_SPEC)}
-    log = tmp_path / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(["bash", str(ROOT / "launch" / "recipe.sh"), "cpu-tiny",
-                                 "--port", str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    # recipe.sh execs into SGLang in its own session: Server.stop ends that process group.
-    srv = launcher.Server(url, proc, log)
+def test_serve_sh_cpu_tiny_answers_the_smoke_client(serve_sh_starts):
+    srv, tmp_path = serve_sh_starts.take(SERVE_SH)
+    url, log = srv.url, srv.log_path
     try:
         srv.wait_ready(timeout=300)
         report = tmp_path / "smoke.json"

@@ -20,6 +20,7 @@ from hf_reference import (
     hf_logprobs,
     server_greedy_image,
 )
+from one_ahead import OneAhead
 
 from rio_sglang.launcher import launch
 from rio_sglang.logmarks import SERVING_MARK
@@ -28,13 +29,30 @@ from rio_sglang.tiny import write_tiny_checkpoint
 pytestmark = pytest.mark.server
 NEW = 8
 PROMPT_LENGTHS = (1, 17, 60)
+PRESETS = ["tiny", "tiny-deep", "tiny-wide"]
 
 
-@pytest.fixture(scope="module", params=["tiny", "tiny-deep", "tiny-wide"])
-def preset_server(request, tmp_path_factory):
-    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp(request.param) / "ckpt", request.param,
-                                 seed=0)
-    srv = launch(ckpt, log_path=tmp_path_factory.mktemp("logs") / f"{request.param}.log")
+@pytest.fixture(scope="module")
+def preset_starts(request, tmp_path_factory):
+    def start(key):
+        preset = PRESETS[key]
+        if preset == "tiny":  # the session server: this same checkpoint (tiny, seed 0) and flags
+            return None
+        ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp(preset) / "ckpt", preset, seed=0)
+        return launch(ckpt, log_path=tmp_path_factory.mktemp("logs") / f"{preset}.log"), ckpt
+
+    starts = OneAhead(request, start, "preset_server")
+    yield starts
+    starts.stop()
+
+
+@pytest.fixture(scope="module", params=PRESETS)
+def preset_server(request, preset_starts):
+    started = preset_starts.take(request.param_index)
+    if started is None:
+        yield "tiny", request.getfixturevalue("tiny_ckpt"), request.getfixturevalue("server")
+        return
+    srv, ckpt = started
     try:
         srv.wait_ready(timeout=600)
         yield request.param, ckpt, srv

@@ -26,8 +26,9 @@ from hf_reference import (
     hf_model,
     server_greedy_image,
 )
+from one_ahead import OneAhead
 from test_reasoning_server import gen
-from test_strict_loading import rewrite
+from test_strict_loading import launch_refused, rewrite
 
 from rio_sglang.launcher import NEXTN_CPU_FLAGS, Server, ServerStartError, launch
 from rio_sglang.logmarks import MTP_MARK, SERVING_MARK
@@ -86,16 +87,37 @@ LAYOUTS = [
 ]
 
 
+THREE_STEPS = "test_three_draft_steps_keep_greedy_output"  # its server starts ahead too
+
+
+@pytest.fixture(scope="module")
+def nextn_starts(request, tmp_path_factory):
+    def start(key):
+        if key == THREE_STEPS:
+            steps = ("--speculative-num-steps", "3", "--speculative-num-draft-tokens", "4")
+            flags = list(NEXTN_CPU_FLAGS)
+            for flag, value in zip(steps[::2], steps[1::2]):
+                flags[flags.index(flag) + 1] = value
+            return (launch(request.getfixturevalue("mtp_ckpt"), extra_args=flags,
+                           log_path=tmp_path_factory.mktemp("logs") / "three-steps.log"),)
+        name, flags, expert_layout, _ = LAYOUTS[key]
+        ckpt = (request.getfixturevalue("mtp_ckpt") if expert_layout == "per-expert"
+                else solved_checkpoint(tmp_path_factory, expert_layout))
+        return launch(ckpt, extra_args=[*NEXTN_CPU_FLAGS, *flags],
+                      log_path=tmp_path_factory.mktemp("logs") / f"nextn-{name}.log"), ckpt
+
+    starts = OneAhead(request, start, "nextn_server", then=(THREE_STEPS,))
+    yield starts
+    starts.stop()
+
+
 @pytest.fixture(scope="module", params=LAYOUTS, ids=[r[0] for r in LAYOUTS])
-def nextn_server(request, tmp_path_factory):
+def nextn_server(request, nextn_starts):
     """(server, experts per rank, its checkpoint)."""
-    name, flags, expert_layout, experts = request.param
-    ckpt = solved_checkpoint(tmp_path_factory, expert_layout)
-    srv = launch(ckpt, extra_args=[*NEXTN_CPU_FLAGS, *flags],
-                 log_path=tmp_path_factory.mktemp("logs") / f"nextn-{name}.log")
+    srv, ckpt = nextn_starts.take(request.param_index)
     try:
         srv.wait_ready(timeout=600)  # requires the MTP mark as well as the target's
-        yield srv, experts, ckpt
+        yield srv, request.param[3], ckpt
     finally:
         srv.stop()
 
@@ -135,14 +157,10 @@ def test_latent_requests_are_refused_under_nextn_and_explicit_ones_served(nextn_
     assert out["meta_info"]["completion_tokens"] == NEW
 
 
-def test_three_draft_steps_keep_greedy_output(mtp_ckpt, tmp_path):
+def test_three_draft_steps_keep_greedy_output(mtp_ckpt, nextn_starts):
     """SGLang's multi-step draft decode (steps 2 and 3 draft from the head's own hidden state,
     which the solved fc was not fitted for): the output stays the target's greedy tokens."""
-    steps = ("--speculative-num-steps", "3", "--speculative-num-draft-tokens", "4")
-    flags = list(NEXTN_CPU_FLAGS)
-    for flag, value in zip(steps[::2], steps[1::2]):
-        flags[flags.index(flag) + 1] = value
-    srv = launch(mtp_ckpt, extra_args=flags, log_path=tmp_path / "server.log")
+    (srv,) = nextn_starts.take(THREE_STEPS)
     try:
         srv.wait_ready(timeout=600)
         meta_list = []
@@ -205,11 +223,18 @@ BAD_MTP = [
 ]
 
 
+@pytest.fixture(scope="module")
+def refused(mtp_ckpt, tmp_path_factory):
+    """Every BAD_MTP server, started together (their startups overlap)."""
+    servers = launch_refused(mtp_ckpt, tmp_path_factory, BAD_MTP, extra_args=NEXTN_CPU_FLAGS)
+    yield servers
+    for srv in servers.values():
+        srv.stop()
+
+
 @pytest.mark.parametrize("edit,message", BAD_MTP, ids=[c[0].__name__ for c in BAD_MTP])
-def test_bad_mtp_tensors_are_refused_naming_them(tmp_path, mtp_ckpt, edit, message):
-    ckpt = tmp_path / "ckpt"
-    rewrite(mtp_ckpt, ckpt, edit)
-    srv = launch(ckpt, extra_args=NEXTN_CPU_FLAGS, log_path=tmp_path / "server.log")
+def test_bad_mtp_tensors_are_refused_naming_them(refused, edit, message):
+    srv = refused[edit.__name__]
     try:
         expected = rf"(?s)server exited.*WeightLoadError: checkpoint does not match the MTP head.*{message}"
         with pytest.raises(ServerStartError, match=expected):

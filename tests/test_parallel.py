@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from hf_reference import DEEP_IMAGE_QUESTION, hf_greedy, hf_greedy_image, server_greedy_image
+from one_ahead import OneAhead
 from test_reasoning_server import REF_NEW, REF_PROMPT_SEED, REFERENCE_CASES, reference_run
 from test_reasoning_server import gen as gen_reasoning
 
@@ -59,12 +60,34 @@ ROWS = [
 ]
 
 
+DUMMY = "test_dummy_weights_at_tp2_serve_latent_requests"  # its server starts ahead too
+
+
+@pytest.fixture(scope="module")
+def parallel_starts(request, tmp_path_factory):
+    def start(key):
+        if key == DUMMY:
+            from rio_sglang.tiny.writer import write_config_only
+
+            root = tmp_path_factory.mktemp("dummy")
+            ckpt = write_config_only(root / "cfg", "tiny")
+            return (launch(ckpt, extra_args=["--tp-size", "2", "--load-format", "dummy"],
+                           log_path=root / "dummy.log"),)
+        name, preset, flags, expert_layout, *_ = ROWS[key]
+        ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp(name) / "ckpt", preset, seed=0,
+                                     expert_layout=expert_layout)
+        return launch(ckpt, extra_args=flags,
+                      log_path=tmp_path_factory.mktemp("logs") / f"{name}.log"), ckpt
+
+    starts = OneAhead(request, start, "parallel_server", then=(DUMMY,))
+    yield starts
+    starts.stop()
+
+
 @pytest.fixture(scope="module", params=ROWS, ids=[r[0] for r in ROWS])
-def parallel_server(request, tmp_path_factory):
-    name, preset, flags, expert_layout, want_layout, latent, image = request.param
-    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp(name) / "ckpt", preset, seed=0,
-                                 expert_layout=expert_layout)
-    srv = launch(ckpt, extra_args=flags, log_path=tmp_path_factory.mktemp("logs") / f"{name}.log")
+def parallel_server(request, parallel_starts):
+    _, preset, _, _, want_layout, latent, image = request.param
+    srv, ckpt = parallel_starts.take(request.param_index)
     try:
         srv.wait_ready(timeout=600)
         yield ckpt, srv, want_layout, latent, image, REF_SEEDS[preset]
@@ -148,14 +171,10 @@ def test_image_request_equals_transformers(parallel_server):
         hf_greedy_image(ckpt, DEEP_IMAGE_QUESTION, NEW)
 
 
-def test_dummy_weights_at_tp2_serve_latent_requests(tmp_path):
+def test_dummy_weights_at_tp2_serve_latent_requests(parallel_starts):
     """`--load-format dummy` (the benchmark's slices) never calls our loader: the whole-table
     copy for latent steps is then gathered from the ranks' vocab shards on first use."""
-    from rio_sglang.tiny.writer import write_config_only
-
-    ckpt = write_config_only(tmp_path / "cfg", "tiny")
-    srv = launch(ckpt, extra_args=["--tp-size", "2", "--load-format", "dummy"],
-                 log_path=tmp_path / "dummy.log")
+    (srv,) = parallel_starts.take(DUMMY)
     try:
         srv.wait_ready(timeout=600)
         for mode in ("latent", "switch"):

@@ -3,13 +3,16 @@ statistics, batch isolation, the radix-cache guard, and agreement with `referenc
 
 from __future__ import annotations
 
+import json
 import random
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
 import pytest
 import requests
 import torch
 from hf_reference import hf_model
+from one_ahead import OneAhead
 
 from rio_sglang.launcher import launch
 from rio_sglang.reasoning import ReasoningSpec, generate_reference, resolve_tokens
@@ -137,17 +140,25 @@ def reference_run(ckpt, spec: dict, expected: set[str], seed: int = REF_PROMPT_S
                   new: int = REF_NEW):
     """`reference.py` on `seed`'s prompt for `new` steps: (prompt, result, modes as "L"/"E"),
     asserting that the transitions a case names really happen in the reference."""
+    prompt, ref, ref_modes = _reference(str(ckpt), json.dumps(spec, sort_keys=True), seed, new)
+    assert expected <= transitions(ref_modes, ref.stats)
+    return prompt, ref, ref_modes
+
+
+@cache
+def _reference(ckpt: str, spec: str, seed: int, new: int):
+    """reference_run's run, once per checkpoint, spec, prompt and length (several tests and
+    servers compare with the same one)."""
     from transformers import AutoTokenizer
 
     prompt = ids_prompt(8, seed=seed)
     # The reference runs in fp32: latent inputs carry rounding from step to step, and an fp16
     # transformers run drifts from both (the fp16 server matches the fp32 reference).
-    ref = generate_reference(hf_model(str(ckpt), torch.float32),
+    ref = generate_reference(hf_model(ckpt, torch.float32),
                              resolve_tokens(AutoTokenizer.from_pretrained(ckpt)),
-                             torch.tensor([prompt]), ReasoningSpec.from_json(spec), new)
-    ref_modes = "".join(m[0].upper() for m in ref.modes)
-    assert expected <= transitions(ref_modes, ref.stats)
-    return prompt, ref, ref_modes
+                             torch.tensor([prompt]), ReasoningSpec.from_json(json.loads(spec)),
+                             new)
+    return prompt, ref, "".join(m[0].upper() for m in ref.modes)
 
 
 @pytest.mark.parametrize("name,spec,expected", REFERENCE_CASES, ids=[c[0] for c in REFERENCE_CASES])
@@ -191,11 +202,26 @@ def test_answer_budget_ends_the_request_like_the_reference(server, tiny_ckpt):
     assert_equals_reference(got, ref, ref_modes, TERMINATION)
 
 
+CHUNKED = "test_chunked_prefill_steps_once_the_prompt_is_complete"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chunked_starts(request, tiny_ckpt, tmp_path_factory):
+    """The chunked server starts as this module begins: its start overlaps the tests above."""
+    def start(_):
+        return (launch(tiny_ckpt, extra_args=["--chunked-prefill-size", "4"],
+                       log_path=tmp_path_factory.mktemp("logs") / "chunked.log"),)
+
+    starts = OneAhead(request, start, then=(CHUNKED,))
+    starts.start_first()
+    yield starts
+    starts.stop()
+
+
 @pytest.fixture(scope="module")
-def chunked_server(tiny_ckpt, tmp_path_factory):
+def chunked_server(chunked_starts):
     """Prompts prefilled 4 tokens at a time: an 8-token prompt takes a middle chunk first."""
-    srv = launch(tiny_ckpt, extra_args=["--chunked-prefill-size", "4"],
-                 log_path=tmp_path_factory.mktemp("logs") / "chunked.log")
+    (srv,) = chunked_starts.take(CHUNKED)
     try:
         srv.wait_ready(timeout=600)
         yield srv

@@ -1,5 +1,6 @@
 """Our class loads strictly: a missing, an extra or a wrongly shaped tensor stops the server with
-a message naming it (SGLang's built-in class would load such a checkpoint silently)."""
+a message naming it (SGLang's built-in class would load such a checkpoint silently). The bad
+servers start together: their startups (mostly single-threaded imports) overlap."""
 
 from __future__ import annotations
 
@@ -58,11 +59,29 @@ CASES = [
 ]
 
 
+def launch_refused(pristine, tmp_path_factory, cases, **launch_args) -> dict:
+    """One server per (edit, message) case on `pristine` rewritten by `edit`, all started at
+    once and not waited for: {edit name: server}."""
+    servers = {}
+    for edit, _ in cases:
+        root = tmp_path_factory.mktemp(edit.__name__)
+        rewrite(pristine, root / "ckpt", edit)
+        servers[edit.__name__] = launch(root / "ckpt", log_path=root / "server.log",
+                                        **launch_args)
+    return servers
+
+
+@pytest.fixture(scope="module")
+def refused(pristine, tmp_path_factory):
+    servers = launch_refused(pristine, tmp_path_factory, CASES)
+    yield servers
+    for srv in servers.values():
+        srv.stop()
+
+
 @pytest.mark.parametrize("edit,message", CASES, ids=[c[0].__name__ for c in CASES])
-def test_bad_checkpoint_is_refused_naming_the_tensor(tmp_path, pristine, edit, message):
-    ckpt = tmp_path / "ckpt"
-    rewrite(pristine, ckpt, edit)
-    srv = launch(ckpt, log_path=tmp_path / "server.log")
+def test_bad_checkpoint_is_refused_naming_the_tensor(refused, edit, message):
+    srv = refused[edit.__name__]
     try:
         with pytest.raises(ServerStartError, match=rf"(?s)server exited.*WeightLoadError.*{message}"):
             srv.wait_ready(timeout=400)

@@ -1,26 +1,37 @@
 #!/usr/bin/env bash
 # One GPU session's checks, SGLang-free (torch + triton + pytest only): the gpu-marked tests of
-# the reasoning step and the kernels, then the benchmarks. Writes logs and tables to $OUT.
+# the reasoning step and the kernels, then the benchmarks (about 4 minutes on an H200). Writes
+# logs and tables to $OUT, and everything once more as $OUT/all.tgz (the device tool brings back
+# at most 8 files).
 # Usage from the repository root: OUT=/some/dir bash bench/gpu_check.sh
+# RIO_BENCH_ARGS: bench_reasoning_step's flags (e.g. --sweep; see its docstring).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
-mkdir -p "$OUT"
+mkdir -p "$OUT/moe"
 [ -e rio_kernels ] || ln -sfn kernels rio_kernels
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
   | tee -a "$OUT/device.txt"
+git rev-parse --short HEAD 2>/dev/null | tee -a "$OUT/device.txt"
 rc=0
+start=$SECONDS
 # --noconftest: tests/conftest.py builds tiny checkpoints with transformers classes the GPU
 # machine's older transformers may lack; these tests need none of it.
-timeout 240 python3 -m pytest -q --noconftest -p no:cacheprovider -m gpu \
+timeout 90 python3 -m pytest -q --noconftest -p no:cacheprovider -m gpu \
   tests/test_swir_step.py tests/test_reasoning_state.py kernels/entropy kernels/soft_embed \
-  2>&1 | tee "$OUT/gpu_tests.log" | tail -15 || rc=1
-timeout 300 python3 -m bench.bench_reasoning_step ${RIO_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_reasoning_step.log" \
-  | tail -40 || rc=1
-if [ -f kernels/fused_moe/gpu_check.sh ]; then
-  OUT="$OUT" timeout 200 bash kernels/fused_moe/gpu_check.sh 2>&1 | tee "$OUT/fused_moe.log" \
-    | tail -40 || rc=1
-fi
+  >"$OUT/gpu_tests.log" 2>&1 || rc=1
+tail -3 "$OUT/gpu_tests.log"; echo "step gpu tests: $((SECONDS - start)) s"
+start=$SECONDS
+# shellcheck disable=SC2086
+OUT="$OUT" timeout 150 python3 -m bench.bench_reasoning_step ${RIO_BENCH_ARGS:-} \
+  >"$OUT/bench_reasoning_step.log" 2>&1 || rc=1
+grep -v "^sweep B\|^tp " "$OUT/bench_reasoning_step.log" | tail -45
+echo "bench_reasoning_step: $((SECONDS - start)) s"
+start=$SECONDS
+OUT="$OUT/moe" timeout 170 bash kernels/fused_moe/gpu_check.sh \
+  >"$OUT/fused_moe.log" 2>&1 || rc=1
+tail -60 "$OUT/fused_moe.log"; echo "fused_moe: $((SECONDS - start)) s"
+(cd "$OUT" && tar czf all.tgz --exclude all.tgz .)
 exit $rc

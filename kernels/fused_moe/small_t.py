@@ -22,7 +22,7 @@ At E=512: 1.06 at P=64, 1.13 at P=128, 1.28 at P=256. Below P=128 that excess (a
 costs less than what the grouped path pays on top of its bytes: an align launch (~12 us on an
 H100 at T=1), a combine launch, a [P, H] scratch round trip and 16-row tiles that are mostly
 padding. Above it the grouped path's one read per expert wins. The crossover is measured by
-bench_fused_moe (both paths forced at T=8..64). Measured on an H200 (bench/RESULTS.md,
+bench_fused_moe (both paths forced at T=8..64). Measured on an H200 (bench/RESULTS_GPU_EARLIER.md,
 2026-11-27): with narrow experts (I=128, TP 8) the small-T path stays faster up to T=64 x top-10
 (640 pairs); with wide ones (I=1024, TP 1) the grouped path already wins at T=8 (80 pairs), so
 wide experts take the small-T path only at T=1 (`max_pairs`). In e4m3 (w8a16) the grouped path

@@ -95,7 +95,7 @@ class MixTiles:
 
 
 # Row-count bucket -> tiles: the fastest of bench/bench_reasoning_step.py --sweep's candidates
-# on an H200 (2026-11-27; bench/RESULTS.md), for both buckets.
+# on an H200 (2026-11-27; bench/RESULTS_GPU_EARLIER.md), for both buckets.
 GPU_TILES = {
     16: MixTiles(block_h=128, block_v=64, num_warps=4, num_stages=3),
     64: MixTiles(block_h=128, block_v=64, num_warps=4, num_stages=3),

@@ -4,7 +4,7 @@
 # logs and tables to $OUT, and everything once more as $OUT/all.tgz (the device tool brings back
 # at most 8 files).
 # Usage from the repository root: OUT=/some/dir bash bench/gpu_check.sh
-# RIO_BENCH_ARGS: bench_reasoning_step's flags (e.g. --sweep; see its docstring).
+# RIO_BENCH_ARGS: bench_reasoning_step's flags (default --parts --sweep; see its docstring).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -25,7 +25,7 @@ timeout 90 python3 -m pytest -q --noconftest -p no:cacheprovider -m gpu \
 tail -3 "$OUT/gpu_tests.log"; echo "step gpu tests: $((SECONDS - start)) s"
 start=$SECONDS
 # shellcheck disable=SC2086
-OUT="$OUT" timeout 150 python3 -m bench.bench_reasoning_step ${RIO_BENCH_ARGS:-} \
+OUT="$OUT" timeout 150 python3 -m bench.bench_reasoning_step ${RIO_BENCH_ARGS:---parts --sweep} \
   >"$OUT/bench_reasoning_step.log" 2>&1 || rc=1
 grep -v "^sweep B\|^tp " "$OUT/bench_reasoning_step.log" | tail -45
 echo "bench_reasoning_step: $((SECONDS - start)) s"

@@ -110,6 +110,35 @@ def test_no_soft_rows_read_no_table():
     assert torch.isfinite(step.tables.pending[[1, 2]].float()).all()
 
 
+@pytest.mark.parametrize("B, tiles, shard", [
+    (1, (16, 16, 4, 1, 64), (0, V)),  # one row: 3 hidden blocks x many vocab splits
+    (5, (16, 32, 4, 1, 8), (200, 170)),  # a shard, splits not a block multiple
+    (20, (32, 16, 4, 1, 16), (0, V)),  # two row blocks of 16
+])
+def test_split_mixture_tickets_sum_in_order_and_reset(B, tiles, shard):
+    """More than one vocab split, hidden block and row block (the GPU's grids): each tile's last
+    split sums the splits; the counters are back at 0 and a second step gives the same bits."""
+    from rio_kernels.swir_step import launch
+
+    logits = logits_case("plain", B, seed=B + 11)
+    v_start, v_len = shard
+    step = device_step(WEIGHT, slots=B + 1, v_start=v_start, v_len=v_len)
+    step.admit(list(range(1, B + 1)), [ReasoningSpec(mode=LAT)] * B, [8] * B)
+    rows, slots = torch.arange(B), torch.arange(1, B + 1)
+    args = (logits, rows, slots, step.tables, step.table, v_start, v_len, V)
+    mt = launch.MixTiles(*tiles)
+    assert launch.mix_grid(B, H, v_len, mt.block_h, mt.block_v, mt.target)[2] > 1  # splits
+    first = launch.pre_sample(*args, tiles=mt)
+    assert not step.tables.tickets.any()
+    want = mix_ref(logits, WEIGHT[v_start:v_start + v_len], v_start, v_len)
+    torch.testing.assert_close(first.partials[0], want, atol=1e-4, rtol=1e-4)
+    lse, ent = lse_entropy_ref(logits, torch.float32)
+    torch.testing.assert_close(first.row, torch.stack([lse, ent], 1), atol=1e-4, rtol=1e-4)
+    assert first.need.tolist() == [1] * B
+    second = launch.pre_sample(*args, tiles=mt)
+    assert torch.equal(first.partials, second.partials) and not step.tables.tickets.any()
+
+
 SPECS = {
     0: ReasoningSpec(mode=EXP),
     3: ReasoningSpec(mode=S, window=2),
@@ -217,6 +246,29 @@ def test_gpu_bf16_step_has_no_host_sync_and_captures():
     graph.replay()
     torch.cuda.synchronize()
     assert step.state.t["step"][1].item() == before + 1
+
+
+@pytest.mark.gpu
+def test_gpu_rio_shard_mixture_is_deterministic():
+    """One rank's TP 8 vocab shard at Rio's hidden size, the GPU tiles: the tickets' in-order
+    sums give the same bits twice, equal to the fp32 reference, and the counters end at 0."""
+    from rio_kernels.swir_step import launch
+
+    B, v, h = 8, 31_040, 4096
+    g = torch.Generator(device="cuda").manual_seed(0)
+    table = (torch.randn(v, h, device="cuda", generator=g) * 0.02).bfloat16()
+    logits = torch.randn(B, 8 * v, device="cuda", generator=g) * 4
+    special = table[:3]
+    step = DeviceStep(B, TOKENS, 8 * v, table, 0, v, special)
+    step.admit(list(range(B)), [ReasoningSpec(mode=LAT)] * B, [8] * B)
+    rows = torch.arange(B, device="cuda")
+    a = launch.pre_sample(logits, rows, rows, step.tables, table, 0, v, 8 * v)
+    b = launch.pre_sample(logits, rows, rows, step.tables, table, 0, v, 8 * v)
+    torch.cuda.synchronize()
+    assert torch.equal(a.partials, b.partials) and not step.tables.tickets.any()
+    want = mix_ref(logits, table, 0, v)
+    err = (a.partials[0] - want).abs().max().item()
+    assert err <= 1e-3 * want.abs().max().item(), err
 
 
 def test_a_relay_landing_after_release_feeds_no_later_request():

@@ -3,14 +3,20 @@
 Called by `rio_sglang.runtime.step` around SGLang's sampler; its plain-torch twin is
 `rio_sglang.reasoning.state.ReasoningState.step` (tests/test_swir_step.py compares them).
 1. `row_stats` (before sampling): split-V pass over the raw logits -> per (row, chunk) max,
-   sum e^(z-max), sum e^(z-max)(z-max); no [B, V] probability tensor.
-2. `mix_partials` (before sampling, the logits are still raw): p = exp(z - lse) times this
-   rank's vocab shard of the embedding, fp32, for rows whose next input may be soft; a program
-   whose rows need none exits before reading a table row.
+   sum e^(z-max), sum e^(z-max)(z-max); no [B, V] probability tensor. The last program of a
+   row (an atomic ticket) combines the row's chunks once: its log-sum-exp, entropy, and
+   whether its next input may be soft (`need`).
+2. `mix` (before sampling, the logits are still raw): p = exp(z - lse) times this rank's vocab
+   shard of the embedding, fp32, for rows that `need` it; a program whose rows need none exits
+   after reading their flags. The last V split of each tile (a ticket again) sums the splits in
+   order (deterministic) into one [R, H] mixture.
 3. `update` (after sampling; update.py): the state machine per row, the emitted token, and the
    next input (mixture + delimiter blend, one rounding) published into the slot's buffer.
 This file holds 1 and 2, the tiles, the state-table columns as compile-time constants and
-`_lse_entropy` (both of the later launches read the stats back through it); `launch.py` launches.
+`_lse_entropy`; `launch.py` launches.
+Tickets: int32 counters that start at 0 and that the last program resets to 0; the stores a
+program makes before its ticket are fenced by a barrier and the atomic's release, and the last
+program reads them back through L2 (`.cg`), never a stale L1 line.
 """
 
 from __future__ import annotations
@@ -69,9 +75,9 @@ def _lse_entropy(m_ptr, s_ptr, t_ptr, r, rmask, NC, NCP: tl.constexpr):
     c = tl.arange(0, NCP)
     ok = rmask[:, None] & (c[None, :] < NC)
     off = r[:, None] * NC + c[None, :]
-    pm = tl.load(m_ptr + off, mask=ok, other=float("-inf"))
-    ps = tl.load(s_ptr + off, mask=ok, other=0.0)
-    pt = tl.load(t_ptr + off, mask=ok, other=0.0)
+    pm = tl.load(m_ptr + off, mask=ok, other=float("-inf"), cache_modifier=".cg")
+    ps = tl.load(s_ptr + off, mask=ok, other=0.0, cache_modifier=".cg")
+    pt = tl.load(t_ptr + off, mask=ok, other=0.0, cache_modifier=".cg")
     m_all = tl.max(pm, axis=1)
     live = ps > 0
     shift = tl.where(live, pm, 0.0) - tl.where(live, m_all[:, None], 0.0)
@@ -84,9 +90,31 @@ def _lse_entropy(m_ptr, s_ptr, t_ptr, r, rmask, NC, NCP: tl.constexpr):
 
 
 @triton.jit
+def _needs_mix(ints_ptr, floats_ptr, slot, rmask, ent, NI, NF):
+    """Rows [BR] -> whether the next input may be soft: a superset of what `update` decides
+    once the token is known (a sampled `</think>` can only make a step explicit)."""
+    ints = ints_ptr + slot * NI
+    step = tl.load(ints + C_STEP, mask=rmask, other=0)
+    explicit = tl.load(ints + C_EXPLICIT, mask=rmask, other=1) != 0
+    first = step == 0
+    h_ref = tl.where(first, ent, tl.load(floats_ptr + slot * NF + F_H_REF, mask=rmask, other=0.0))
+    stay = tl.where(first, 0, tl.load(ints + C_STAY, mask=rmask, other=0) + 1)
+    locked = tl.load(ints + C_LOCKED, mask=rmask, other=1) != 0
+    kind = tl.load(ints + C_KIND, mask=rmask, other=0)
+    to_explicit = ~first & (kind == SWITCH) & ~explicit & (ent < h_ref)
+    to_latent = ~first & explicit & (ent > h_ref) & (stay >= tl.load(ints + C_WINDOW, mask=rmask,
+                                                                     other=0)) & ~locked
+    explicit_next = explicit ^ (to_explicit | to_latent)
+    need = rmask & (kind != EXPLICIT) & (tl.load(ints + C_BUDGET, mask=rmask, other=0) != 0)
+    need = need & (tl.load(ints + C_TOPK, mask=rmask, other=1) == 0)
+    return need & ((~explicit_next & ~locked) | to_explicit)
+
+
+@triton.jit
 def _stats_kernel(
-    logits_ptr, rows_ptr, m_ptr, s_ptr, t_ptr, V, stride_b, NC,
-    CHUNK: tl.constexpr, BLOCK: tl.constexpr, ROUND_TYPE: tl.constexpr,
+    logits_ptr, rows_ptr, slots_ptr, ints_ptr, floats_ptr, m_ptr, s_ptr, t_ptr, row_ptr,
+    need_ptr, ticket_ptr, V, stride_b, NC, NI, NF,
+    NCP: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, ROUND_TYPE: tl.constexpr,
 ):
     r = tl.program_id(0)
     chunk = tl.program_id(1)
@@ -118,41 +146,36 @@ def _stats_kernel(
     tl.store(m_ptr + r * NC + chunk, m_all)
     tl.store(s_ptr + r * NC + chunk, tl.sum(s, axis=0))
     tl.store(t_ptr + r * NC + chunk, tl.sum(t, axis=0))
+    tl.debug_barrier()
+    if tl.atomic_add(ticket_ptr + r, 1) == NC - 1:  # the row's last chunk: combine, decide
+        one = tl.arange(0, 2)  # lane 0 is the row (two lanes: a one-lane tensor is avoided)
+        rv = r + one
+        rmask = one < 1
+        lse, ent = _lse_entropy(m_ptr, s_ptr, t_ptr, rv, rmask, NC, NCP)
+        slot = tl.load(slots_ptr + rv, mask=rmask, other=0).to(tl.int64)
+        need = _needs_mix(ints_ptr, floats_ptr, slot, rmask, ent, NI, NF)
+        tl.store(row_ptr + 2 * rv, lse, mask=rmask)
+        tl.store(row_ptr + 2 * rv + 1, ent, mask=rmask)
+        tl.store(need_ptr + rv, need.to(tl.int32), mask=rmask)
+        tl.store(ticket_ptr + r, 0)
 
 
 @triton.jit
 def _mix_kernel(
-    logits_ptr, rows_ptr, slots_ptr, m_ptr, s_ptr, t_ptr, ints_ptr, floats_ptr, table_ptr,
-    part_ptr, R, NC, NI, NF, stride_b, stride_t, V_START, V_LEN, H, split_len,
-    NCP: tl.constexpr, ROUND_TYPE: tl.constexpr, BF16X2: tl.constexpr,
+    logits_ptr, rows_ptr, row_ptr, need_ptr, table_ptr, part_ptr, mix_ptr, ticket_ptr,
+    R, stride_b, stride_t, V_START, V_LEN, H, split_len,
+    ROUND_TYPE: tl.constexpr, BF16X2: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     pid_h = tl.program_id(0)
     split = tl.program_id(1)
-    r = tl.program_id(2) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rb = tl.program_id(2)
+    r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = r < R
-    lse, ent = _lse_entropy(m_ptr, s_ptr, t_ptr, r, rmask, NC, NCP)
-    # Which rows may take a soft input (a superset of what `update` decides once the token is
-    # known: a sampled `</think>` can only make a step explicit).
-    slot = tl.load(slots_ptr + r, mask=rmask, other=0).to(tl.int64)
-    ints = ints_ptr + slot * NI
-    step = tl.load(ints + C_STEP, mask=rmask, other=0)
-    explicit = tl.load(ints + C_EXPLICIT, mask=rmask, other=1) != 0
-    first = step == 0
-    h_ref = tl.where(first, ent, tl.load(floats_ptr + slot * NF + F_H_REF, mask=rmask, other=0.0))
-    stay = tl.where(first, 0, tl.load(ints + C_STAY, mask=rmask, other=0) + 1)
-    locked = tl.load(ints + C_LOCKED, mask=rmask, other=1) != 0
-    kind = tl.load(ints + C_KIND, mask=rmask, other=0)
-    to_explicit = ~first & (kind == SWITCH) & ~explicit & (ent < h_ref)
-    to_latent = ~first & explicit & (ent > h_ref) & (stay >= tl.load(ints + C_WINDOW, mask=rmask,
-                                                                     other=0)) & ~locked
-    explicit_next = explicit ^ (to_explicit | to_latent)
-    need = rmask & (kind != EXPLICIT) & (tl.load(ints + C_BUDGET, mask=rmask, other=0) != 0)
-    need = need & (tl.load(ints + C_TOPK, mask=rmask, other=1) == 0)
-    need = need & ((~explicit_next & ~locked) | to_explicit)
+    need = tl.load(need_ptr + r, mask=rmask, other=0) != 0
     if tl.sum(need.to(tl.int32), axis=0) == 0:
         return
-    lse = tl.where(need, lse, 0.0)
+    lse = tl.load(row_ptr + 2 * r, mask=need, other=0.0)
     brow = tl.load(rows_ptr + r, mask=rmask, other=0).to(tl.int64)
     h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
     hmask = h < H
@@ -174,5 +197,16 @@ def _mix_kernel(
             acc += tl.dot(lo, e, out_dtype=tl.float32)
         else:
             acc += tl.dot(p, e.to(tl.float32), input_precision="ieee")
-    out = part_ptr + (split * R + r[:, None]).to(tl.int64) * H + h[None, :]
-    tl.store(out, acc, mask=rmask[:, None] & hmask[None, :])
+    n_split = tl.num_programs(1)
+    tile = rmask[:, None] & hmask[None, :]
+    out = (r[:, None] * H + h[None, :]).to(tl.int64)
+    tl.store(part_ptr + split * R * H + out, acc, mask=tile)
+    tl.debug_barrier()
+    ticket = ticket_ptr + rb * tl.num_programs(0) + pid_h
+    if tl.atomic_add(ticket, 1) == n_split - 1:  # the tile's last split: sum them in order
+        total = tl.zeros([BLOCK_R, BLOCK_H], tl.float32)
+        for i in range(n_split):
+            total += tl.load(part_ptr + i * R * H + out, mask=tile, other=0.0,
+                             cache_modifier=".cg")
+        tl.store(mix_ptr + out, total, mask=tile)
+        tl.store(ticket, 0)

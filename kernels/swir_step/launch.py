@@ -1,5 +1,5 @@
 """Host side of the fused SwiReasoning step: buffers, grids and the three launches (kernel.py,
-update.py).
+update.py): `row_stats` and the mixture in `pre_sample`, the update in `post_sample`.
 
 `pre_sample` runs where SGLang hands over the raw logits (before grammar masks and temperature
 touch them), `post_sample` once the batch's tokens are sampled. Neither synchronises with the
@@ -18,7 +18,7 @@ import triton.language as tl
 from .. import buffers
 from . import kernel as K
 from . import update as U
-from .layout import INT_COL, STAT_FIELDS
+from .layout import STAT_FIELDS
 
 _ROUND = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
 
@@ -42,6 +42,7 @@ class StepTables:
     stats: torch.Tensor  # [S, len(STAT_FIELDS)] int32: the response statistics
     eos_id: int  # -1: none
     think_end_id: int
+    tickets: torch.Tensor  # [S + ticket_count(S, H)] int32 zeros: last-program counters
 
 
 @dataclass(frozen=True)
@@ -53,22 +54,53 @@ class PreSample:
     m: torch.Tensor  # [R, NC] fp32 per-chunk max of the rounded logits
     s: torch.Tensor  # [R, NC] fp32 sum e^(z - m)
     t: torch.Tensor  # [R, NC] fp32 sum e^(z - m) (z - m)
-    partials: torch.Tensor  # [NS, R, H] fp32 partial mixtures (rows that need none: unwritten)
+    row: torch.Tensor  # [R, 2] fp32 (log-sum-exp, entropy)
+    need: torch.Tensor  # [R] int32: the row's next input may be soft (its mixture is computed)
+    partials: torch.Tensor  # [1, R, H] fp32 mixtures (row blocks that need none: unwritten)
     sparse: torch.Tensor | None  # [R, H] fp32 top-k mixtures (soft_topk rows), or None
 
 
-def row_stats(logits: torch.Tensor, rows: torch.Tensor, vocab: int, dtype: torch.dtype):
-    """logits: [B, V'] (V' >= vocab) -> (m, s, t) [R, NC] fp32 over rows[R] of the batch.
-    Bytes: R * vocab * sizeof(logits) read. FLOPs: ~8 R * vocab (+ R * vocab exp)."""
+def ticket_count(slots: int, H: int) -> int:
+    """Counters the mixture's tiles need at most (row blocks of 16 x hidden blocks of 16)."""
+    return triton.cdiv(slots, 16) * triton.cdiv(H, 16)
+
+
+@dataclass(frozen=True)
+class StatsTiles:
+    """The stats pass: vocab entries per program, per load, and warps."""
+
+    chunk: int
+    block: int
+    num_warps: int
+
+
+# Row-count bucket -> stats tiles (bench/bench_reasoning_step.py --sweep times candidates).
+STATS_TILES = {16: StatsTiles(K.CHUNK, K.BLOCK, 4), 64: StatsTiles(K.CHUNK, K.BLOCK, 4)}
+
+
+def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tables: StepTables,
+              vocab: int, dtype: torch.dtype, tiles: StatsTiles | None = None):
+    """logits: [B, V'] (V' >= vocab) -> (m, s, t) [R, NC] fp32 over rows[R] of the batch, and
+    per row (lse, entropy) [R, 2] and `need` [R]. Bytes: R * vocab * sizeof(logits) read.
+    FLOPs: ~8 R * vocab (+ R * vocab exp)."""
     assert logits.stride(1) == 1
     R = rows.numel()
-    chunk = min(K.CHUNK, triton.cdiv(vocab, K.BLOCK) * K.BLOCK)
+    assert R <= tables.ints.shape[0], "more stepping rows than slots"
+    if tiles is None:
+        tiles = STATS_TILES[16 if R <= 16 else 64] if logits.is_cuda else StatsTiles(
+            K.CHUNK, K.BLOCK, 4)
+    chunk = min(tiles.chunk, triton.cdiv(vocab, tiles.block) * tiles.block)
     nc = triton.cdiv(vocab, chunk)
     m, s, t = (buffers.empty((R, nc), torch.float32, logits.device) for _ in range(3))
+    row = buffers.empty((R, 2), torch.float32, logits.device)
+    need = buffers.empty((R,), torch.int32, logits.device)
     if R:
-        K._stats_kernel[(R, nc)](logits, rows, m, s, t, vocab, logits.stride(0), nc,
-                                 CHUNK=chunk, BLOCK=K.BLOCK, ROUND_TYPE=_ROUND[dtype])
-    return m, s, t
+        K._stats_kernel[(R, nc)](
+            logits, rows, slots, tables.ints, tables.floats, m, s, t, row, need, tables.tickets,
+            vocab, logits.stride(0), nc, tables.ints.stride(0), tables.floats.stride(0),
+            NCP=triton.next_power_of_2(nc), CHUNK=chunk, BLOCK=tiles.block,
+            ROUND_TYPE=_ROUND[dtype], num_warps=tiles.num_warps)
+    return m, s, t, row, need
 
 
 def mix_grid(R: int, H: int, v_len: int, block_h: int = K.MIX_BLOCK_H,
@@ -115,10 +147,11 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
     rows of the embedding for vocab ids [v_start, v_start + v_len). Launches 2 kernels.
 
     Bytes: stats R * V * 4 read; mixture (only if some row may go soft) v_len * H * b of table
-    + R * v_len * 4 of logits (L2-resident across H blocks) + NS * R * H * 4 written.
+    + R * v_len * 4 of logits (L2-resident across H blocks) + NS * R * H * 4 written and read
+    back by each tile's last split + R * H * 4 written.
     FLOPs: 2 * R_pad * v_len * H (x2 with bf16 tables: p is split into two bf16 halves)."""
     dtype = table.dtype
-    m, s, t = row_stats(logits, rows, vocab, dtype)
+    m, s, t, row, need = row_stats(logits, rows, slots, tables, vocab, dtype)
     R, H = rows.numel(), table.shape[1]
     if tiles is None and logits.is_cuda:
         tiles = gpu_tiles(R)
@@ -127,55 +160,58 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
                          4, 1, target=1)
     block_h, block_v = tiles.block_h, tiles.block_v
     block_r, n_hb, ns, split_len, n_rb = mix_grid(R, H, v_len, block_h, block_v, tiles.target)
-    # [NS, R, H], left unwritten for rows that need no mixture (poisoned in the tests)
+    assert block_r >= 16 and block_h >= 16 and n_rb * n_hb <= tables.tickets.numel() - \
+        tables.ints.shape[0], "the mixture tiles need more tickets than the tables hold"
+    # [NS, R, H] split partials and the [R, H] mixture, left unwritten for row blocks that need
+    # none (poisoned in the tests)
     partials = buffers.empty((ns, R, H), torch.float32, logits.device)
+    mix = buffers.empty((1, R, H), torch.float32, logits.device)
     if R:
         K._mix_kernel[(n_hb, ns, n_rb)](
-            logits, rows, slots, m, s, t, tables.ints, tables.floats, table, partials,
-            R, m.shape[1], tables.ints.stride(0), tables.floats.stride(0), logits.stride(0),
-            table.stride(0), v_start, v_len, H, split_len,
-            NCP=triton.next_power_of_2(m.shape[1]), ROUND_TYPE=_ROUND[dtype],
+            logits, rows, row, need, table, partials, mix,
+            tables.tickets[tables.ints.shape[0]:], R, logits.stride(0), table.stride(0),
+            v_start, v_len, H, split_len, ROUND_TYPE=_ROUND[dtype],
             BF16X2=dtype == torch.bfloat16 and logits.is_cuda,
             BLOCK_R=block_r, BLOCK_V=block_v, BLOCK_H=block_h,
             num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-    return PreSample(rows, slots, m, s, t, partials, sparse)
+    return PreSample(rows, slots, m, s, t, row, need, mix, sparse)
 
 
 def reduce_partials(pre: PreSample, all_reduce) -> PreSample:
-    """Tensor parallelism: every rank mixed its vocab shard; sum the splits, then the ranks
-    (one all-reduce of [R, H] fp32, plus [R, H] for top-k rows)."""
-    parts = [pre.partials.sum(0, keepdim=True)]
+    """Tensor parallelism: every rank mixed its vocab shard; sum the ranks (one all-reduce of
+    [R, H] fp32, plus [R, H] for top-k rows)."""
+    parts = [pre.partials]
     if pre.sparse is not None:
         parts.append(pre.sparse[None])
     total = all_reduce(torch.cat(parts))
     sparse = total[1] if pre.sparse is not None else None
-    return PreSample(pre.rows, pre.slots, pre.m, pre.s, pre.t, total[:1], sparse)
+    return PreSample(pre.rows, pre.slots, pre.m, pre.s, pre.t, pre.row, pre.need, total[:1],
+                     sparse)
 
 
 def post_sample(pre: PreSample, tokens: torch.Tensor, tables: StepTables) -> torch.Tensor:
     """tokens: [B] the batch's sampled tokens, rewritten in place for the stepping rows (an
     injection or EOS replaces the sample). Steps each row's state, publishes its next input.
     Returns row_out [R, 2] int32: (history column written or -1, latent?). One launch.
-    Bytes: ~200 B of state per row + (rows going soft) NS * H * 4 + H * b."""
+    Bytes: ~200 B of state per row + (rows going soft) H * 4 + H * b."""
     R = pre.rows.numel()
     row_out = buffers.empty((R, 2), torch.int32, tokens.device)
     if R == 0:
         return row_out
     t = tables
     H = t.pending.shape[1]
-    st = {f"ST{i}": INT_COL[name] for i, name in enumerate(STAT_FIELDS)}
-    assert t.stats.shape[1] == len(STAT_FIELDS) == 6
+    assert t.stats.shape[1] == 6 and STAT_FIELDS == (  # the order update.py stores them in
+        "latent_steps", "explicit_steps", "switches", "injected_convergence",
+        "injected_termination", "forced_think_end")
     Q = t.queue.shape[1]
     sparse = pre.sparse if pre.sparse is not None else pre.partials
     block_r = 1 if tokens.is_cuda else triton.next_power_of_2(R)  # interpreter: one program
     U._update_kernel[(triton.cdiv(R, block_r),)](
-        pre.rows, pre.slots, tokens, pre.m, pre.s, pre.t, t.ints, t.floats, t.queue,
+        pre.rows, pre.slots, tokens, pre.row, t.ints, t.floats, t.queue,
         t.convergence, t.termination, t.math_mask, pre.partials, sparse, t.special, t.pending,
         t.use, t.history, t.stats, row_out,
-        R, pre.m.shape[1], t.ints.stride(0), t.floats.stride(0), Q, t.convergence_len,
-        t.termination_len, t.math_mask.numel(), t.eos_id, t.think_end_id,
-        pre.partials.shape[0], H, t.history.shape[1],
-        NCP=triton.next_power_of_2(pre.m.shape[1]), BLOCK_R=block_r,
-        BLOCK_Q=triton.next_power_of_2(Q),
-        BLOCK_H=min(1024, triton.next_power_of_2(H)), HAS_SPARSE=pre.sparse is not None, **st)
+        R, t.ints.stride(0), t.floats.stride(0), Q, t.convergence_len,
+        t.termination_len, t.math_mask.numel(), t.eos_id, t.think_end_id, H, t.history.shape[1],
+        BLOCK_R=block_r, BLOCK_Q=triton.next_power_of_2(Q),
+        BLOCK_H=min(1024, triton.next_power_of_2(H)), HAS_SPARSE=pre.sparse is not None)
     return row_out

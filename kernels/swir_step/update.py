@@ -41,23 +41,21 @@ from .kernel import (
     F_COLD_THR,
     F_H_REF,
     SWITCH,
-    _lse_entropy,
 )
 
 
 @triton.jit
 def _update_kernel(
-    rows_ptr, slots_ptr, tokens_ptr, m_ptr, s_ptr, t_ptr, ints_ptr, floats_ptr, queue_ptr,
-    conv_ptr, term_ptr, math_ptr, part_ptr, sparse_ptr, special_ptr, pending_ptr, use_ptr,
+    rows_ptr, slots_ptr, tokens_ptr, row_ptr, ints_ptr, floats_ptr, queue_ptr,
+    conv_ptr, term_ptr, math_ptr, mix_ptr, sparse_ptr, special_ptr, pending_ptr, use_ptr,
     history_ptr, stats_ptr, row_out_ptr,
-    R, NC, NI, NF, Q, CONV_LEN, TERM_LEN, V, EOS, THINK_END, NS, H, HIST,
-    NCP: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_H: tl.constexpr,
-    HAS_SPARSE: tl.constexpr, ST0: tl.constexpr, ST1: tl.constexpr, ST2: tl.constexpr,
-    ST3: tl.constexpr, ST4: tl.constexpr, ST5: tl.constexpr,
+    R, NI, NF, Q, CONV_LEN, TERM_LEN, V, EOS, THINK_END, H, HIST,
+    BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_H: tl.constexpr,
+    HAS_SPARSE: tl.constexpr,
 ):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BR] rows (one on a GPU)
     rmask = r < R
-    _, ent = _lse_entropy(m_ptr, s_ptr, t_ptr, r, rmask, NC, NCP)
+    ent = tl.load(row_ptr + 2 * r + 1, mask=rmask, other=0.0)  # from `row_stats`
     slot = tl.load(slots_ptr + r, mask=rmask, other=0).to(tl.int64)
     ints = ints_ptr + slot * NI
     floats = floats_ptr + slot * NF
@@ -67,6 +65,12 @@ def _update_kernel(
     budget0 = tl.load(ints + C_BUDGET, mask=rmask, other=0)
     over = budget0 == 0  # the reference finished at the previous step
     kind = tl.load(ints + C_KIND, mask=rmask, other=0)
+    # the statistics' old values, loaded with the rest of the row's state (one round trip)
+    latent_steps0 = tl.load(ints + C_LATENT_STEPS, mask=rmask, other=0)
+    explicit_steps0 = tl.load(ints + C_EXPLICIT_STEPS, mask=rmask, other=0)
+    inj_conv0 = tl.load(ints + C_INJ_CONV, mask=rmask, other=0)
+    inj_term0 = tl.load(ints + C_INJ_TERM, mask=rmask, other=0)
+    forced0 = tl.load(ints + C_FORCED, mask=rmask, other=0)
     # 3. a sampled `</think>` locks; 4. a pending injection replaces the token
     sampled = tl.load(tokens_ptr + brow, mask=rmask, other=0).to(tl.int32)
     locked = (tl.load(ints + C_LOCKED, mask=rmask, other=0) != 0) | (sampled == THINK_END)
@@ -164,32 +168,29 @@ def _update_kernel(
     tl.store(ints + C_QLOCKS, qlocks.to(tl.int32), mask=w)
     tl.store(ints + C_BUDGET, budget, mask=w)
     tl.store(ints + C_COLD, cold_count, mask=w)
-    latent_steps = tl.load(ints + C_LATENT_STEPS, mask=w, other=0) + latent.to(tl.int32)
-    explicit_steps = tl.load(ints + C_EXPLICIT_STEPS, mask=w, other=0) + is_explicit.to(tl.int32)
+    latent_steps = latent_steps0 + latent.to(tl.int32)
+    explicit_steps = explicit_steps0 + is_explicit.to(tl.int32)
     tl.store(ints + C_LATENT_STEPS, latent_steps, mask=w)
     tl.store(ints + C_EXPLICIT_STEPS, explicit_steps, mask=w)
-    inj_conv = (tl.load(ints + C_INJ_CONV, mask=w, other=0) != 0) | converge
-    inj_term = (tl.load(ints + C_INJ_TERM, mask=w, other=0) != 0) | terminate
-    forced = (tl.load(ints + C_FORCED, mask=w, other=0) != 0) | stop
+    inj_conv = (inj_conv0 != 0) | converge
+    inj_term = (inj_term0 != 0) | terminate
+    forced = (forced0 != 0) | stop
     tl.store(ints + C_INJ_CONV, inj_conv.to(tl.int32), mask=w)
     tl.store(ints + C_INJ_TERM, inj_term.to(tl.int32), mask=w)
     tl.store(ints + C_FORCED, forced.to(tl.int32), mask=w)
-    stats = stats_ptr + slot * 6
-    tl.store(stats + 0, tl.load(ints + ST0, mask=w, other=0), mask=w)
-    tl.store(stats + 1, tl.load(ints + ST1, mask=w, other=0), mask=w)
-    tl.store(stats + 2, tl.load(ints + ST2, mask=w, other=0), mask=w)
-    tl.store(stats + 3, tl.load(ints + ST3, mask=w, other=0), mask=w)
-    tl.store(stats + 4, tl.load(ints + ST4, mask=w, other=0), mask=w)
-    tl.store(stats + 5, tl.load(ints + ST5, mask=w, other=0), mask=w)
+    stats = stats_ptr + slot * 6  # layout.STAT_FIELDS, from registers (no reload of `ints`)
+    tl.store(stats + 0, latent_steps, mask=w)
+    tl.store(stats + 1, explicit_steps, mask=w)
+    tl.store(stats + 2, switches, mask=w)
+    tl.store(stats + 3, inj_conv.to(tl.int32), mask=w)
+    tl.store(stats + 4, inj_term.to(tl.int32), mask=w)
+    tl.store(stats + 5, forced.to(tl.int32), mask=w)
     if tl.sum(use.to(tl.int32), axis=0) > 0:
         topk = tl.load(ints + C_TOPK, mask=rmask, other=0)
         for h0 in range(0, H, BLOCK_H):
             h = h0 + tl.arange(0, BLOCK_H)
             hm = use[:, None] & (h[None, :] < H)
-            mix = tl.zeros([BLOCK_R, BLOCK_H], tl.float32)
-            for split in range(NS):
-                mix += tl.load(part_ptr + (split * R + r[:, None]).to(tl.int64) * H + h[None, :],
-                               mask=hm, other=0.0)
+            mix = tl.load(mix_ptr + r[:, None].to(tl.int64) * H + h[None, :], mask=hm, other=0.0)
             if HAS_SPARSE:  # rows with a soft top-k: their renormalised top-k mixture instead
                 sparse = tl.load(sparse_ptr + r[:, None] * H + h[None, :], mask=hm, other=0.0)
                 mix = tl.where((topk > 0)[:, None], sparse, mix)

@@ -50,7 +50,9 @@ class DeviceStep:
             use=torch.zeros(num_slots, dtype=torch.int8, device=dev),
             history=torch.full((num_slots, HISTORY), -1, dtype=torch.int8, device=dev),
             stats=torch.zeros(num_slots, len(STAT_FIELDS), dtype=torch.int32, device=dev),
-            eos_id=state.eos_id, think_end_id=tokens.think_end_id)
+            eos_id=state.eos_id, think_end_id=tokens.think_end_id,
+            tickets=torch.zeros(num_slots + launch.ticket_count(num_slots, hidden),
+                                dtype=torch.int32, device=dev))
 
     @staticmethod
     def special_rows(tokens: ReasoningTokens) -> list[int]:
@@ -64,7 +66,8 @@ class DeviceStep:
         t = self.tables
         named = {"pending inputs": t.pending, "history": t.history, "stats": t.stats,
                  "state": self.state.ints, "state floats": self.state.floats,
-                 "queue": t.queue, "special rows": t.special, "math mask": t.math_mask}
+                 "queue": t.queue, "special rows": t.special, "math mask": t.math_mask,
+                 "tickets": t.tickets}
         return {name: x.numel() * x.element_size() for name, x in named.items()}
 
     def admit(self, slots: Sequence[int], specs: Sequence[ReasoningSpec],

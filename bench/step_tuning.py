@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from triton.runtime.errors import OutOfResources
 
 from bench import bench_reasoning_step as brs
 from rio_kernels.swir_step import launch
@@ -15,7 +16,10 @@ from rio_kernels.swir_step.ref import lse_entropy_ref, mix_ref
 # The 2026-11-27 H200 sweep's best per bucket (RESULTS.md), and neighbours of them.
 CANDIDATES = [launch.MixTiles(*c) for c in (
     (128, 64, 4, 3, 528), (128, 64, 4, 3, 264), (128, 128, 4, 3, 528), (128, 128, 4, 3, 264),
-    (128, 64, 8, 3, 1056), (256, 64, 8, 3, 264), (256, 128, 8, 3, 264))]
+    (128, 64, 8, 3, 1056), (256, 64, 8, 3, 264), (256, 128, 8, 3, 264),
+    # after the 2026-11-27 H100 sweep: fewer programs, shallower vocab blocks, narrower H
+    (128, 64, 4, 3, 132), (128, 64, 4, 4, 264), (128, 32, 4, 3, 264), (64, 64, 4, 3, 264),
+    (256, 64, 4, 3, 132))]
 
 
 STATS_CANDIDATES = [launch.StatsTiles(*c) for c in (
@@ -57,36 +61,49 @@ def sweep_stats(ceiling: float) -> list[dict]:
 def sweep(table: torch.Tensor, ceiling: float) -> list[dict]:
     """The mixture's tiles: every candidate at each bucket's row counts, all rows latent, on
     one rank's TP 8 shard; the fastest per bucket (by the sum over its row counts) becomes
-    `launch.GPU_TILES` for the table that follows."""
-    dev = table.device
+    `launch.GPU_TILES` for the table that follows. Candidates the card cannot launch (shared
+    memory) are skipped and named."""
     v_len = brs.V // brs.TP8
     shard = table[:v_len]
     out = []
     for bucket, counts in ((16, (1, 8, 16)), (64, (32, 64))):
         best = None
         for tiles in CANDIDATES:
-            total = 0.0
-            for B in counts:
-                step, slots = brs.build(B, "latent", shard, 0, v_len, dev)
-                logits = torch.randn(B, brs.V, device=dev) * 4
-                rows = torch.arange(B, device=dev)
-                pre = launch.pre_sample(logits, rows, slots, step.tables, shard, 0, v_len, brs.V,
-                                        tiles=tiles)
-                want = mix_ref(logits, shard, 0, v_len)
-                err = (pre.partials.sum(0) - want).abs().max().item()
-                assert err <= 1e-3 * want.abs().max().item() + 1e-6, (tiles, B, err)
-                args = (logits, rows, slots, step.tables, shard, 0, v_len, brs.V)
-                ms = brs.graphed_ms(functools.partial(launch.pre_sample, *args, tiles=tiles))
-                out.append({"bucket": bucket, "B": B, "tiles": tiles.__dict__, "graph_ms": ms,
-                            "fraction": v_len * brs.H * 2 / (ms * 1e-3) / (ceiling * 1e9)})
-                print(f"sweep B {B:>2} {tiles} {ms * 1e3:7.1f} us "
-                      f"frac {out[-1]['fraction']:.2f}", flush=True)
-                total += ms
+            try:
+                total = _time_mix(tiles, counts, bucket, shard, v_len, ceiling, out)
+            except OutOfResources as err:  # e.g. 256 x 128 tiles at 64 rows on an H100
+                print(f"sweep: {tiles} skipped at bucket {bucket}: {err}", flush=True)
+                continue
             if best is None or total < best[0]:
                 best = (total, tiles)
         launch.GPU_TILES[bucket] = best[1]
         print(f"sweep: bucket <= {bucket} rows -> {best[1]}", flush=True)
     return out
+
+
+def _time_mix(tiles: launch.MixTiles, counts: tuple[int, ...], bucket: int,
+              shard: torch.Tensor, v_len: int, ceiling: float, out: list[dict]) -> float:
+    """One candidate, checked against the reference, then graphed at each row count (rows
+    appended to out); returns the sum of its times."""
+    dev = shard.device
+    total = 0.0
+    for B in counts:
+        step, slots = brs.build(B, "latent", shard, 0, v_len, dev)
+        logits = torch.randn(B, brs.V, device=dev) * 4
+        rows = torch.arange(B, device=dev)
+        pre = launch.pre_sample(logits, rows, slots, step.tables, shard, 0, v_len, brs.V,
+                                tiles=tiles)
+        want = mix_ref(logits, shard, 0, v_len)
+        err = (pre.partials.sum(0) - want).abs().max().item()
+        assert err <= 1e-3 * want.abs().max().item() + 1e-6, (tiles, B, err)
+        args = (logits, rows, slots, step.tables, shard, 0, v_len, brs.V)
+        ms = brs.graphed_ms(functools.partial(launch.pre_sample, *args, tiles=tiles))
+        out.append({"bucket": bucket, "B": B, "tiles": tiles.__dict__, "graph_ms": ms,
+                    "fraction": v_len * brs.H * 2 / (ms * 1e-3) / (ceiling * 1e9)})
+        print(f"sweep B {B:>2} {tiles} {ms * 1e3:7.1f} us frac {out[-1]['fraction']:.2f}",
+              flush=True)
+        total += ms
+    return total
 
 
 def parts(table: torch.Tensor) -> list[dict]:

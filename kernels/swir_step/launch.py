@@ -74,8 +74,10 @@ class StatsTiles:
     num_warps: int
 
 
-# Row-count bucket -> stats tiles (bench/bench_reasoning_step.py --sweep times candidates).
-STATS_TILES = {16: StatsTiles(K.CHUNK, K.BLOCK, 4), 64: StatsTiles(K.CHUNK, K.BLOCK, 4)}
+# Row-count bucket -> stats tiles (bench/bench_reasoning_step.py --sweep times candidates). The
+# 2026-11-27 sweeps (bench/RESULTS.md): both the H100 and the H200 chose 2048 x 2048 with 8 warps
+# for 32-64 rows; for <= 16 rows they disagreed within 1 µs, so the default stays.
+STATS_TILES = {16: StatsTiles(K.CHUNK, K.BLOCK, 4), 64: StatsTiles(K.CHUNK, 2048, 8)}
 
 
 def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tables: StepTables,
@@ -126,11 +128,14 @@ class MixTiles:
     target: int = K.TARGET_PROGRAMS
 
 
-# Row-count bucket -> tiles: the fastest of bench/bench_reasoning_step.py --sweep's candidates
-# on an H200 (2026-11-27; bench/RESULTS_GPU_EARLIER.md), for both buckets.
+# Row-count bucket -> tiles: the fastest of bench/bench_reasoning_step.py --sweep's candidates.
+# <= 16 rows: the H200's choice (2026-11-27, bench/RESULTS_GPU_EARLIER.md), confirmed by a second
+# H200 sweep with the ticketed kernels; the H100 preferred target 264 by 3 µs. 32-64 rows: the
+# second H200 sweep's choice (bench/RESULTS.md), 13-14% faster there than the old default, which
+# the H100 also beat with target 264.
 GPU_TILES = {
     16: MixTiles(block_h=128, block_v=64, num_warps=4, num_stages=3),
-    64: MixTiles(block_h=128, block_v=64, num_warps=4, num_stages=3),
+    64: MixTiles(block_h=128, block_v=32, num_warps=4, num_stages=3, target=264),
 }
 
 

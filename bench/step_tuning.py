@@ -19,12 +19,17 @@ CANDIDATES = [launch.MixTiles(*c) for c in (
     (128, 64, 8, 3, 1056), (256, 64, 8, 3, 264), (256, 128, 8, 3, 264),
     # after the 2026-11-27 H100 sweep: fewer programs, shallower vocab blocks, narrower H
     (128, 64, 4, 3, 132), (128, 64, 4, 4, 264), (128, 32, 4, 3, 264), (64, 64, 4, 3, 264),
-    (256, 64, 4, 3, 132))]
+    (256, 64, 4, 3, 132),
+    # around the second H200 sweep's best for 32-64 rows (128 x 32, target 264)
+    (128, 32, 4, 2, 264), (128, 32, 4, 4, 264), (128, 32, 4, 3, 528), (128, 16, 4, 3, 264),
+    (128, 32, 8, 3, 264), (256, 32, 8, 3, 264))]
 
 
 STATS_CANDIDATES = [launch.StatsTiles(*c) for c in (
     (2048, 1024, 4), (1024, 1024, 4), (4096, 1024, 4), (4096, 2048, 8), (8192, 2048, 8),
-    (2048, 2048, 8))]
+    (2048, 2048, 8),
+    # one load per program, more of it in flight (the one-exp stats pass)
+    (4096, 4096, 8), (4096, 4096, 16), (8192, 8192, 16), (2048, 2048, 4), (1024, 1024, 8))]
 
 
 def sweep_stats(ceiling: float) -> list[dict]:

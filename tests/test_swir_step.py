@@ -12,6 +12,7 @@ import random
 import pytest
 import torch
 
+from rio_kernels.swir_step import launch
 from rio_kernels.swir_step.ref import lse_entropy_ref, mix_ref
 from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
 from rio_sglang.reasoning.device import DeviceStep
@@ -80,6 +81,30 @@ def test_logits_passes_match_ref(kind, B, dtype, shard):
     v_start, v_len = shard
     want = mix_ref(logits[rows], weight[v_start:v_start + v_len], v_start, v_len)  # [B, H]
     torch.testing.assert_close(pre.partials.sum(0), want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind, B, tiles", [
+    ("plain", 3, (256, 64, 4)),  # four loads per program, the last chunk past V
+    ("masked", 2, (512, 64, 4)),  # one program holds all of V: eight loads
+    ("leading-inf", 2, (256, 64, 4)),  # a chunk's first loads all -inf, then finite ones
+    ("extreme", 3, (128, 32, 4)),
+    ("one-hot", 1, (256, 64, 4)),  # one finite logit in one load of one chunk
+])
+def test_stats_chunks_of_several_loads_match_ref(kind, B, tiles):
+    """The stats pass re-bases its running sums when a later load in a chunk raises the max
+    (the GPU tiles load 1-4 times per chunk; the CPU default loads once at this V)."""
+    logits = logits_case("masked" if kind == "leading-inf" else kind, B, seed=B)
+    if kind == "leading-inf":
+        logits[:, :200] = float("-inf")  # chunk 0's first three loads, and part of its fourth
+        logits[:, 230] = 40.0  # then a new max after finite ones
+    step = device_step(WEIGHT, slots=B + 3)
+    slots = torch.arange(3, 3 + B)
+    rows = torch.arange(B - 1, -1, -1)
+    row = launch.row_stats(logits, rows, slots, step.tables, V, torch.float32,
+                           tiles=launch.StatsTiles(*tiles))[3]  # [B, 2] (lse, entropy)
+    lse, ent = lse_entropy_ref(logits[rows], torch.float32)
+    torch.testing.assert_close(row[:, 0], lse, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(row[:, 1], ent, atol=1e-4, rtol=1e-4)
 
 
 def test_mixture_shards_sum_to_the_whole_table():

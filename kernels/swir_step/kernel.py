@@ -119,33 +119,30 @@ def _stats_kernel(
     r = tl.program_id(0)
     chunk = tl.program_id(1)
     base = logits_ptr + tl.load(rows_ptr + r).to(tl.int64) * stride_b
-    m = tl.full([BLOCK], float("-inf"), tl.float32)
-    s = tl.zeros([BLOCK], tl.float32)
-    t = tl.zeros([BLOCK], tl.float32)
+    # running (max, sum of exp, sum of exp * (z - max)) as scalars: each BLOCK is reduced once
+    # against its own max, so every logit costs one exp (the per-lane vectors this replaced
+    # re-based each lane on every load: two exps per logit)
+    m = tl.max(tl.full([BLOCK], float("-inf"), tl.float32), axis=0)
+    s = tl.sum(tl.zeros([BLOCK], tl.float32), axis=0)
+    t = s
     for off in range(0, CHUNK, BLOCK):
         idx = chunk * CHUNK + off + tl.arange(0, BLOCK)
         z = tl.load(base + idx, mask=idx < V, other=float("-inf"))
         z = z.to(ROUND_TYPE).to(tl.float32)  # as the model's dtype holds them (the reference's)
-        m_new = tl.maximum(m, z)
+        m_new = tl.maximum(m, tl.max(z, axis=0))
+        ref = tl.where(m_new > float("-inf"), m_new, 0.0)  # all -inf so far: nothing to add
+        finite = z > float("-inf")
+        zd = tl.where(finite, z - ref, 0.0)
+        w = tl.where(finite, tl.exp(zd), 0.0)
         # re-base (s, t) from m to m_new (where s == 0, m may be -inf: keep it out)
         live = s > 0
-        shift = tl.where(live, m, 0.0) - tl.where(live, m_new, 0.0)
+        shift = tl.where(live, m - ref, 0.0)
         scale = tl.where(live, tl.exp(shift), 0.0)
-        s, t = scale * s, scale * (t + s * shift)
-        finite = z > float("-inf")
-        zd = tl.where(finite, z - tl.where(finite, m_new, 0.0), 0.0)
-        w = tl.where(finite, tl.exp(zd), 0.0)
-        s += w
-        t += w * zd
+        s, t = scale * s + tl.sum(w, axis=0), scale * (t + s * shift) + tl.sum(w * zd, axis=0)
         m = m_new
-    m_all = tl.max(m, axis=0)
-    live = s > 0
-    shift = tl.where(live, m, 0.0) - tl.where(live, m_all, 0.0)
-    scale = tl.where(live, tl.exp(shift), 0.0)
-    s, t = scale * s, scale * (t + s * shift)
-    tl.store(m_ptr + r * NC + chunk, m_all)
-    tl.store(s_ptr + r * NC + chunk, tl.sum(s, axis=0))
-    tl.store(t_ptr + r * NC + chunk, tl.sum(t, axis=0))
+    tl.store(m_ptr + r * NC + chunk, m)
+    tl.store(s_ptr + r * NC + chunk, s)
+    tl.store(t_ptr + r * NC + chunk, t)
     tl.debug_barrier()
     if tl.atomic_add(ticket_ptr + r, 1) == NC - 1:  # the row's last chunk: combine, decide
         one = tl.arange(0, 2)  # lane 0 is the row (two lanes: a one-lane tensor is avoided)

@@ -23,10 +23,11 @@ from .fp8 import FP8, act_group
 from .scales import Scales, fit_block_n, k_scales, n_scales
 
 GROUP_M = 8
-# w8a16 block scales on the dot (w16_step) where they may; False: on the weight tiles' K rows,
-# the placement measured on GPUs. True is unmeasured: bench_fused_moe times it ("fp8, scales on
-# the dots" rows) and the flag flips only once a GPU run shows it faster.
-SCALE_DOTS = False
+# w8a16 block scales on the dot (w16_step) where they may; False: on the weight tiles' K rows.
+# An H100 (2026-11-27, bench/RESULTS.md) ran the dots' placement at 1.20-1.26x the other's
+# TFLOP/s at T = 4096 and 16,384, each checked against the reference first; bench_fused_moe
+# keeps timing the other placement (its "fp8, scales on the tiles" rows).
+SCALE_DOTS = True
 
 
 def scale_dot(scales: Scales, block_k: int, a8: bool) -> bool:

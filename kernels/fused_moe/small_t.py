@@ -27,8 +27,9 @@ bench_fused_moe (both paths forced at T=8..64). Measured on an H200 (bench/RESUL
 (640 pairs); with wide ones (I=1024, TP 1) the grouped path already wins at T=8 (80 pairs), so
 wide experts take the small-T path only at T=1 (`max_pairs`). In e4m3 (w8a16) the grouped path
 converts and scales every weight tile, and the small-T path beats it at I=1024 up to T=64 on an
-H200 (2026-11-27, after the tiles above) and up to T=32 on an H100 (before them): wide e4m3
-experts take it up to T=32 x top-10 (320 pairs).
+H200 (2026-11-27, after the tiles above), and on an H100 up to T=32 before them and up to T=64
+after them (fourth session, bench/RESULTS.md, with the grouped path's scales still on the
+tiles): wide e4m3 experts take it up to T=32 x top-10 (320 pairs).
 """
 
 from __future__ import annotations
@@ -175,8 +176,9 @@ class GemvTiles:
 
 
 # (kernel, weight element bytes, 2 for 2 or more) -> tiles. bf16: measured on an H100 and an
-# H200 (bench/RESULTS.md). e4m3: the best of `bench_fused_moe --sweep-fp8` on an H200
-# (2026-11-27): twice bf16's bytes per K step, 4 warps for gate-up, 256 down programs.
+# H200 (bench/RESULTS_GPU_EARLIER.md). e4m3: the best of `bench_fused_moe --sweep-fp8` on an
+# H200 (2026-11-27), and again on an H100 (bench/RESULTS.md): twice bf16's bytes per K step,
+# 4 warps for gate-up, 256 down programs.
 TILES = {
     ("gate_up", 2): GemvTiles(programs=1024, tile_bytes=16384, max_block_n=16),
     ("down", 2): GemvTiles(programs=1024, tile_bytes=16384, max_block_n=16),

@@ -74,10 +74,10 @@ class StatsTiles:
     num_warps: int
 
 
-# Row-count bucket -> stats tiles (bench/bench_reasoning_step.py --sweep times candidates). The
-# 2026-11-27 sweeps (bench/RESULTS.md): both the H100 and the H200 chose 2048 x 2048 with 8 warps
-# for 32-64 rows; for <= 16 rows they disagreed within 1 µs, so the default stays.
-STATS_TILES = {16: StatsTiles(K.CHUNK, K.BLOCK, 4), 64: StatsTiles(K.CHUNK, 2048, 8)}
+# Row-count bucket -> stats tiles (bench/bench_reasoning_step.py --sweep times candidates): one
+# 2048-wide load per program with 4 warps was fastest for every row count on an H200 with the
+# one-exp pass (2026-11-27, bench/RESULTS.md); the H100's choice for that pass is owed.
+STATS_TILES = {16: StatsTiles(K.CHUNK, 2048, 4), 64: StatsTiles(K.CHUNK, 2048, 4)}
 
 
 def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tables: StepTables,

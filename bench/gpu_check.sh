@@ -14,7 +14,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
   | tee -a "$OUT/device.txt"
-git rev-parse --short HEAD 2>/dev/null | tee -a "$OUT/device.txt"
+# The device copy's git metadata may predate the tree that travelled (it printed the session's
+# starting commit for a merged tree): the count of files differing from that commit says so.
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo none)," \
+  "$(git status --porcelain 2>/dev/null | wc -l) files differ from it" | tee -a "$OUT/device.txt"
 rc=0
 start=$SECONDS
 # --noconftest: tests/conftest.py builds tiny checkpoints with transformers classes the GPU

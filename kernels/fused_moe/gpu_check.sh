@@ -11,7 +11,8 @@ mkdir -p "$OUT"
 [ -e rio_kernels ] || ln -s kernels rio_kernels  # imported as rio_kernels, as when installed
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python3}"
-git rev-parse --short HEAD 2>/dev/null | tee "$OUT/commit.txt"
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo none)," \
+  "$(git status --porcelain 2>/dev/null | wc -l) files differ from it" | tee "$OUT/commit.txt"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 

@@ -1,0 +1,66 @@
+"""The fused step's kernels at the GPU's tile shapes, under the Triton interpreter: stats chunks
+of several loads (the running max re-based between them) and mixtures split over vocab, hidden
+and row blocks whose last program per tile sums the splits (tickets). The shared cases and the
+poisoned-buffer fixture are tests/test_swir_step.py's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_swir_step import LAT, WEIGHT, H, V, device_step, logits_case
+
+from rio_kernels.swir_step import launch
+from rio_kernels.swir_step.ref import lse_entropy_ref, mix_ref
+from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
+from rio_sglang.reasoning.spec import ReasoningSpec
+
+
+@pytest.mark.parametrize("kind, B, tiles", [
+    ("plain", 3, (256, 64, 4)),  # four loads per program, the last chunk past V
+    ("masked", 2, (512, 64, 4)),  # one program holds all of V: eight loads
+    ("leading-inf", 2, (256, 64, 4)),  # a chunk's first loads all -inf, then finite ones
+    ("extreme", 3, (128, 32, 4)),
+    ("one-hot", 1, (256, 64, 4)),  # one finite logit in one load of one chunk
+])
+def test_stats_chunks_of_several_loads_match_ref(kind, B, tiles):
+    """The stats pass re-bases its running sums when a later load in a chunk raises the max
+    (the GPU tiles load 1-4 times per chunk; the CPU default loads once at this V)."""
+    logits = logits_case("masked" if kind == "leading-inf" else kind, B, seed=B)
+    if kind == "leading-inf":
+        logits[:, :200] = float("-inf")  # chunk 0's first three loads, and part of its fourth
+        logits[:, 230] = 40.0  # then a new max after finite ones
+    step = device_step(WEIGHT, slots=B + 3)
+    slots = torch.arange(3, 3 + B)
+    rows = torch.arange(B - 1, -1, -1)
+    row = launch.row_stats(logits, rows, slots, step.tables, V, torch.float32,
+                           tiles=launch.StatsTiles(*tiles))[3]  # [B, 2] (lse, entropy)
+    lse, ent = lse_entropy_ref(logits[rows], torch.float32)
+    torch.testing.assert_close(row[:, 0], lse, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(row[:, 1], ent, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("B, tiles, shard", [
+    (1, (16, 16, 4, 1, 64), (0, V)),  # one row: 3 hidden blocks x many vocab splits
+    (5, (16, 32, 4, 1, 8), (200, 170)),  # a shard, splits not a block multiple
+    (20, (32, 16, 4, 1, 16), (0, V)),  # two row blocks of 16
+])
+def test_split_mixture_tickets_sum_in_order_and_reset(B, tiles, shard):
+    """More than one vocab split, hidden block and row block (the GPU's grids): each tile's last
+    split sums the splits; the counters are back at 0 and a second step gives the same bits."""
+    logits = logits_case("plain", B, seed=B + 11)
+    v_start, v_len = shard
+    step = device_step(WEIGHT, slots=B + 1, v_start=v_start, v_len=v_len)
+    step.admit(list(range(1, B + 1)), [ReasoningSpec(mode=LAT)] * B, [8] * B)
+    rows, slots = torch.arange(B), torch.arange(1, B + 1)
+    args = (logits, rows, slots, step.tables, step.table, v_start, v_len, V)
+    mt = launch.MixTiles(*tiles)
+    assert launch.mix_grid(B, H, v_len, mt.block_h, mt.block_v, mt.target)[2] > 1  # splits
+    first = launch.pre_sample(*args, tiles=mt)
+    assert not step.tables.tickets.any()
+    want = mix_ref(logits, WEIGHT[v_start:v_start + v_len], v_start, v_len)
+    torch.testing.assert_close(first.partials[0], want, atol=1e-4, rtol=1e-4)
+    lse, ent = lse_entropy_ref(logits, torch.float32)
+    torch.testing.assert_close(first.row, torch.stack([lse, ent], 1), atol=1e-4, rtol=1e-4)
+    assert first.need.tolist() == [1] * B
+    second = launch.pre_sample(*args, tiles=mt)
+    assert torch.equal(first.partials, second.partials) and not step.tables.tickets.any()

@@ -22,7 +22,12 @@ CANDIDATES = [launch.MixTiles(*c) for c in (
     (256, 64, 4, 3, 132),
     # around the second H200 sweep's best for 32-64 rows (128 x 32, target 264)
     (128, 32, 4, 2, 264), (128, 32, 4, 4, 264), (128, 32, 4, 3, 528), (128, 16, 4, 3, 264),
-    (128, 32, 8, 3, 264), (256, 32, 8, 3, 264))]
+    (128, 32, 8, 3, 264), (256, 32, 8, 3, 264),
+    # 32-64 rows as 2-4 row blocks side by side (one table read from HBM, the rest from L2):
+    # 32 rows cost as much as 64 in the single-block tiles (2026-11-27 sweeps), 16 barely more
+    # than 1
+    (128, 64, 4, 3, 528, 16), (128, 64, 4, 3, 1056, 16), (128, 32, 4, 3, 528, 16),
+    (128, 64, 4, 3, 528, 32), (128, 32, 4, 3, 264, 32))]
 
 
 STATS_CANDIDATES = [launch.StatsTiles(*c) for c in (

@@ -39,12 +39,14 @@ def test_stats_chunks_of_several_loads_match_ref(kind, B, tiles):
     torch.testing.assert_close(row[:, 1], ent, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("B, tiles, shard", [
-    (1, (16, 16, 4, 1, 64), (0, V)),  # one row: 3 hidden blocks x many vocab splits
-    (5, (16, 32, 4, 1, 8), (200, 170)),  # a shard, splits not a block multiple
-    (20, (32, 16, 4, 1, 16), (0, V)),  # two row blocks of 16
+@pytest.mark.parametrize("B, tiles, shard, row_blocks", [
+    (1, (16, 16, 4, 1, 64), (0, V), 1),  # one row: 3 hidden blocks x many vocab splits
+    (5, (16, 32, 4, 1, 8), (200, 170), 1),  # a shard, splits not a block multiple
+    (20, (32, 16, 4, 1, 16), (0, V), 1),  # one row block of 32
+    (20, (32, 16, 4, 1, 16, 16), (0, V), 2),  # two row blocks of 16
+    (40, (16, 32, 4, 1, 24, 16), (200, 170), 3),  # three, the last one partial, on a shard
 ])
-def test_split_mixture_tickets_sum_in_order_and_reset(B, tiles, shard):
+def test_split_mixture_tickets_sum_in_order_and_reset(B, tiles, shard, row_blocks):
     """More than one vocab split, hidden block and row block (the GPU's grids): each tile's last
     split sums the splits; the counters are back at 0 and a second step gives the same bits."""
     logits = logits_case("plain", B, seed=B + 11)
@@ -54,7 +56,8 @@ def test_split_mixture_tickets_sum_in_order_and_reset(B, tiles, shard):
     rows, slots = torch.arange(B), torch.arange(1, B + 1)
     args = (logits, rows, slots, step.tables, step.table, v_start, v_len, V)
     mt = launch.MixTiles(*tiles)
-    assert launch.mix_grid(B, H, v_len, mt.block_h, mt.block_v, mt.target)[2] > 1  # splits
+    grid = launch.mix_grid(B, H, v_len, mt.block_h, mt.block_v, mt.target, mt.block_r)
+    assert grid[2] > 1 and grid[4] == row_blocks  # vocab splits, row blocks
     first = launch.pre_sample(*args, tiles=mt)
     assert not step.tables.tickets.any()
     want = mix_ref(logits, WEIGHT[v_start:v_start + v_len], v_start, v_len)

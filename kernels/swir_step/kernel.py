@@ -164,9 +164,9 @@ def _mix_kernel(
     ROUND_TYPE: tl.constexpr, BF16X2: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
-    pid_h = tl.program_id(0)
-    split = tl.program_id(1)
-    rb = tl.program_id(2)
+    rb = tl.program_id(0)  # fastest: a tile's row blocks run side by side and share its loads
+    pid_h = tl.program_id(1)
+    split = tl.program_id(2)
     r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = r < R
     need = tl.load(need_ptr + r, mask=rmask, other=0) != 0
@@ -194,12 +194,12 @@ def _mix_kernel(
             acc += tl.dot(lo, e, out_dtype=tl.float32)
         else:
             acc += tl.dot(p, e.to(tl.float32), input_precision="ieee")
-    n_split = tl.num_programs(1)
+    n_split = tl.num_programs(2)
     tile = rmask[:, None] & hmask[None, :]
     out = (r[:, None] * H + h[None, :]).to(tl.int64)
     tl.store(part_ptr + split * R * H + out, acc, mask=tile)
     tl.debug_barrier()
-    ticket = ticket_ptr + rb * tl.num_programs(0) + pid_h
+    ticket = ticket_ptr + rb * tl.num_programs(1) + pid_h
     if tl.atomic_add(ticket, 1) == n_split - 1:  # the tile's last split: sum them in order
         total = tl.zeros([BLOCK_R, BLOCK_H], tl.float32)
         for i in range(n_split):

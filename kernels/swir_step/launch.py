@@ -107,9 +107,9 @@ def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tab
 
 def mix_grid(R: int, H: int, v_len: int, block_h: int = K.MIX_BLOCK_H,
              block_v: int = K.MIX_BLOCK_V, target: int = K.TARGET_PROGRAMS,
-             ) -> tuple[int, int, int, int, int]:
+             block_r_max: int = K.BLOCK_R_MAX) -> tuple[int, int, int, int, int]:
     """(row block, H blocks, V splits, rows per split, row blocks) for R rows of a v_len shard."""
-    block_r = min(K.BLOCK_R_MAX, max(16, triton.next_power_of_2(max(R, 1))))
+    block_r = min(block_r_max, max(16, triton.next_power_of_2(max(R, 1))))
     n_rb = triton.cdiv(max(R, 1), block_r)
     n_hb = triton.cdiv(H, block_h)
     splits = max(1, min(triton.cdiv(v_len, block_v), target // (n_hb * n_rb)))
@@ -119,13 +119,17 @@ def mix_grid(R: int, H: int, v_len: int, block_h: int = K.MIX_BLOCK_H,
 
 @dataclass(frozen=True)
 class MixTiles:
-    """Mixture kernel tiles: hidden and vocab block, warps, pipeline stages, target programs."""
+    """Mixture kernel tiles: hidden and vocab block, warps, pipeline stages, target programs,
+    and the most rows per row block (16-64). Row blocks of the same (hidden block, split) are
+    neighbours in launch order, so several of them stream the same table tile at once (the
+    second read comes from L2)."""
 
     block_h: int
     block_v: int
     num_warps: int
     num_stages: int
     target: int = K.TARGET_PROGRAMS
+    block_r: int = K.BLOCK_R_MAX
 
 
 # Row-count bucket -> tiles: the fastest of bench/bench_reasoning_step.py --sweep's candidates.
@@ -164,7 +168,8 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
         tiles = MixTiles(triton.next_power_of_2(H), min(256, triton.next_power_of_2(v_len)),
                          4, 1, target=1)
     block_h, block_v = tiles.block_h, tiles.block_v
-    block_r, n_hb, ns, split_len, n_rb = mix_grid(R, H, v_len, block_h, block_v, tiles.target)
+    block_r, n_hb, ns, split_len, n_rb = mix_grid(R, H, v_len, block_h, block_v, tiles.target,
+                                                  tiles.block_r)
     assert block_r >= 16 and block_h >= 16 and n_rb * n_hb <= tables.tickets.numel() - \
         tables.ints.shape[0], "the mixture tiles need more tickets than the tables hold"
     # [NS, R, H] split partials and the [R, H] mixture, left unwritten for row blocks that need
@@ -172,7 +177,7 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
     partials = buffers.empty((ns, R, H), torch.float32, logits.device)
     mix = buffers.empty((1, R, H), torch.float32, logits.device)
     if R:
-        K._mix_kernel[(n_hb, ns, n_rb)](
+        K._mix_kernel[(n_rb, n_hb, ns)](
             logits, rows, row, need, table, partials, mix,
             tables.tickets[tables.ints.shape[0]:], R, logits.stride(0), table.stride(0),
             v_start, v_len, H, split_len, ROUND_TYPE=_ROUND[dtype],

@@ -24,7 +24,7 @@ import time
 import torch
 
 from ..benchmark import copy_ceiling_gbs
-from . import align, fp8, grouped
+from . import align, fp8, grouped, small_t
 from .kernel import fused_moe, moe_flops_bytes, pick_config
 from .ref import fused_moe_ref, w8a8_errors
 from .routing import ep_expert_map, route_topk
@@ -107,6 +107,7 @@ class Bench:
                      "date": time.strftime("%Y-%m-%d"), "copy_ceiling_gbs": self.ceiling,
                      "E": E, "topk": TOPK, "H": H, "fp8_block": BLOCK,
                      "small_t_max_pairs": SMALL_T_MAX_PAIRS, "fp8_scale_dots": grouped.SCALE_DOTS,
+                     "small_t_pdl": small_t.PDL,
                      "small_t_tiles": {f"{k} {b}B": repr(v) for (k, b), v in TILES.items()}}
         self.sweep: list[str] = []  # sweep_small_t's summary lines
         print(json.dumps(self.meta), flush=True)
@@ -158,7 +159,8 @@ def markdown(meta: dict, rows: list[dict], sweep: list[str] = ()) -> str:
         lines.append(f"| {r['layout']} | {r['T']} | {r['kernel']} | {r.get('path', '-')} "
                      f"| {r.get('mode', 'eager')} | {cells} |")
     ratios = (speedups(rows, "fp8 w8a8", "bf16", "w8a8 / bf16")
-              + speedups(rows, OTHER_PLACEMENT, "fp8", f"{OTHER_PLACEMENT} / fp8"))
+              + speedups(rows, OTHER_PLACEMENT, "fp8", f"{OTHER_PLACEMENT} / fp8")
+              + pdl_ratios(rows))
     return "\n".join(lines + [""] + ratios + list(sweep)) + "\n"
 
 
@@ -213,10 +215,14 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                                   refs[False] if a8 else None)
                     if kernel == "bf16" and small == paths[2][0]:
                         call_ms = r.get("ms")
+                if small and T <= GRAPH_MAX_T:  # the down kernel's dependent launch, A/B
+                    flag = "off" if small_t.PDL else "on"
+                    b.measure({**base, "kernel": f"{kernel}, PDL {flag}"},
+                              flipped(small_t, "PDL", fn), refs[a8], flops, nbytes, True)
         if T > GRAPH_MAX_T:  # w8a16 prefill with the other block-scale placement (grouped.py)
             flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2, 1, BLOCK, ep_size=ep)
-            fn = flipped_scale_dots(functools.partial(fused_moe, x, q13, q2, tw, ids,
-                                                      expert_map=emap, small_t=False, **fp8_kw))
+            fn = flipped(grouped, "SCALE_DOTS", functools.partial(
+                fused_moe, x, q13, q2, tw, ids, expert_map=emap, small_t=False, **fp8_kw))
             b.measure({"layout": layout, "T": T, "kernel": OTHER_PLACEMENT, "path": "grouped",
                        "bytes": nbytes}, fn, ref, flops, nbytes, False)
         if anchor and T in ANCHOR_T:
@@ -228,15 +234,29 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
             time_align(b, layout, T, ids, num_e, inter, emap, call_ms)
 
 
-def flipped_scale_dots(fn):
-    """fn run with grouped.SCALE_DOTS flipped: w8a16 block scales on the tiles instead of the dots,
-    or the reverse."""
+def pdl_ratios(rows: list[dict]) -> list[str]:
+    """One line per flipped-PDL row: the committed setting's graphed ms over the flipped one's."""
+    base = {(r["layout"], r["T"], r["kernel"]): r for r in rows
+            if r.get("path") == "small" and r.get("mode") == "graph" and "ms" in r}
+    lines = []
+    for r in rows:
+        kernel, _, flag = r["kernel"].partition(", PDL ")
+        b = base.get((r["layout"], r["T"], kernel))
+        if flag and "ms" in r and b:
+            lines.append(f"{kernel} small-T with PDL {flag} / as committed (ms ratio, >1: "
+                         f"faster), {r['layout']} T={r['T']}: {b['ms'] / r['ms']:.3f}")
+    return lines
+
+
+def flipped(module, flag: str, fn):
+    """fn run with the bool module.flag flipped (grouped.SCALE_DOTS: w8a16 block scales on the
+    tiles instead of the dots, or the reverse; small_t.PDL: the down kernel's dependent launch)."""
     def run():
-        grouped.SCALE_DOTS = not grouped.SCALE_DOTS
+        setattr(module, flag, not getattr(module, flag))
         try:
             return fn()
         finally:
-            grouped.SCALE_DOTS = not grouped.SCALE_DOTS
+            setattr(module, flag, not getattr(module, flag))
     return run
 
 

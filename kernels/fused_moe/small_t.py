@@ -47,6 +47,11 @@ SMALL_T_MAX_PAIRS = 640  # T * topk at or below this takes the small-T path, I <
 SMALL_T_MAX_PAIRS_WIDE = 16  # the same for wider experts: T=1 at top-10 (see above)
 SMALL_T_MAX_PAIRS_WIDE_FP8 = 320  # wider experts in e4m3 (w8a16): T=32 at top-10 (see above)
 NARROW_I = 256
+# Programmatic dependent launch (Hopper): gate-up lets the down kernel launch at once, and down
+# loads its first K step of weights (which need nothing from gate-up) before it waits for
+# gate-up's output (griddepcontrol). Off until a GPU run shows it faster: bench_fused_moe times
+# the small-T path both ways ("..., PDL" rows). Never under the interpreter (no griddepcontrol).
+PDL = False
 
 
 def max_pairs(inter_size: int, weight_bytes: int = 2) -> int:
@@ -75,7 +80,10 @@ def _gate_up_gemv_kernel(
     stride_xt, stride_xh, stride_we, stride_wn, stride_wk, stride_ip, stride_ii,
     HAS_MAP: tl.constexpr, CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_K: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    if PDL:  # the down kernel may launch now; its griddepcontrol.wait still waits for us
+        tl.extra.cuda.gdc_launch_dependents()
     # A K step is BLOCK_K // SCALE_K chunks of SCALE_K columns, each inside one scale block:
     # [BLOCK_N, chunks, SCALE_K] tiles, one scale per chunk times its partial dot products.
     p = tl.program_id(0)
@@ -119,6 +127,18 @@ def _gate_up_gemv_kernel(
 
 
 @triton.jit
+def _down_part(w, h, s_ptr, e64, e_ok, n0, k0, stride_se, stride_sn, stride_sk, GROUP_N, GROUP_K,
+               BLOCK_SCALE: tl.constexpr):
+    """One K step of the down GEMVs: w [BLOCK_T, BLOCK_N, BLOCK_K] x h [BLOCK_T, BLOCK_K] ->
+    [BLOCK_T, BLOCK_N] fp32, times the step's block scale per slot where the weights have one."""
+    part = tl.sum(w.to(tl.float32) * h[:, None, :], 2)
+    if BLOCK_SCALE:  # BLOCK_K fits in a scale block: one scale per slot and K step
+        part *= k_scales(s_ptr, e64, n0 // GROUP_N, k0, e_ok,
+                         stride_se, stride_sn, stride_sk, GROUP_K)[:, None]
+    return part
+
+
+@triton.jit
 def _down_combine_kernel(
     inter_ptr, w_ptr, weights_ptr, out_ptr, topk_ids_ptr, expert_map_ptr,
     s_ptr, stride_se, stride_sn, stride_sk, GROUP_N, GROUP_K,
@@ -126,6 +146,7 @@ def _down_combine_kernel(
     stride_ip, stride_ii, stride_we, stride_wn, stride_wk, stride_ot, stride_oh,
     HAS_MAP: tl.constexpr, CHANNEL_SCALE: tl.constexpr, BLOCK_SCALE: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
     # All top-k slots at once ([BLOCK_T, BLOCK_N, BLOCK_K] tiles): one wave of independent loads.
     t = tl.program_id(0)
@@ -142,16 +163,23 @@ def _down_combine_kernel(
     w_ptrs = (w_ptr + e64[:, None, None] * stride_we
               + offs_n[None, :, None].to(tl.int64) * stride_wn + offs_k[None, None, :] * stride_wk)
     acc = tl.zeros([BLOCK_T, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, I, BLOCK_K):
+    start = 0
+    if PDL:  # the first K step: its weights load while gate-up may still run, then wait
+        h_ok = e_ok[:, None] & (offs_k < I)[None, :]
+        w = tl.load(w_ptrs, mask=h_ok[:, None, :] & n_ok[None, :, None], other=0.0)
+        tl.extra.cuda.gdc_wait()
+        acc += _down_part(w, tl.load(h_ptrs, mask=h_ok, other=0.0), s_ptr, e64, e_ok, n0, 0,
+                          stride_se, stride_sn, stride_sk, GROUP_N, GROUP_K, BLOCK_SCALE)
+        h_ptrs += BLOCK_K * stride_ii
+        w_ptrs += BLOCK_K * stride_wk
+        start = BLOCK_K
+    for k0 in range(start, I, BLOCK_K):
         k_ok = offs_k < I - k0
         h_ok = e_ok[:, None] & k_ok[None, :]
         h = tl.load(h_ptrs, mask=h_ok, other=0.0)
         w = tl.load(w_ptrs, mask=h_ok[:, None, :] & n_ok[None, :, None], other=0.0)
-        part = tl.sum(w.to(tl.float32) * h[:, None, :], 2)
-        if BLOCK_SCALE:  # BLOCK_K fits in a scale block: one scale per slot and K step
-            part *= k_scales(s_ptr, e64, n0 // GROUP_N, k0, e_ok,
-                             stride_se, stride_sn, stride_sk, GROUP_K)[:, None]
-        acc += part
+        acc += _down_part(w, h, s_ptr, e64, e_ok, n0, k0,
+                          stride_se, stride_sn, stride_sk, GROUP_N, GROUP_K, BLOCK_SCALE)
         h_ptrs += BLOCK_K * stride_ii
         w_ptrs += BLOCK_K * stride_wk
     if CHANNEL_SCALE:
@@ -222,6 +250,7 @@ def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
     ids = topk_ids.reshape(P)
     emap = expert_map if expert_map is not None else ids  # placeholder pointer when unused
     routing = {"HAS_MAP": expert_map is not None}
+    pdl = PDL and x.is_cuda
     inter = buffers.empty((P, I), torch.float32, x.device)
     cfg = TILES["gate_up", min(w13.element_size(), 2)]
     bn, bk = gemv_tiles(P, I, H, fit_block_n(64, s13, I), 2, w13.element_size(), cfg)
@@ -231,7 +260,7 @@ def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
         x.stride(0), x.stride(1), w13.stride(0), w13.stride(1), w13.stride(2),
         inter.stride(0), inter.stride(1),
         BLOCK_N=bn, BLOCK_K=bk, SCALE_K=scale_k(bk, s13), num_warps=cfg.num_warps,
-        **routing, **s13.flags(),
+        PDL=pdl, **routing, **s13.flags(),
     )
     block_t = triton.next_power_of_2(topk)
     cfg = TILES["down", min(w2.element_size(), 2)]
@@ -242,6 +271,6 @@ def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
         inter.stride(0), inter.stride(1), w2.stride(0), w2.stride(1), w2.stride(2),
         out.stride(0), out.stride(1),
         BLOCK_T=block_t, BLOCK_N=bn, BLOCK_K=scale_k(bk, s2), num_warps=cfg.num_warps,
-        **routing, **s2.flags(),
+        PDL=pdl, launch_pdl=pdl, **routing, **s2.flags(),
     )
     return out

@@ -37,34 +37,52 @@ STATS_CANDIDATES = [launch.StatsTiles(*c) for c in (
     (4096, 4096, 8), (4096, 4096, 16), (8192, 8192, 16), (2048, 2048, 4), (1024, 1024, 8))]
 
 
+def _best_per_bucket(buckets, candidates, time_candidate, chosen: dict, name: str,
+                     skip: tuple = ()) -> None:
+    """For each (bucket, row counts): time every candidate (time_candidate(tiles, bucket,
+    counts) -> summed ms); the fastest becomes chosen[bucket]. Exceptions in `skip` drop the
+    candidate, named."""
+    for bucket, counts in buckets:
+        best = None
+        for tiles in candidates:
+            try:
+                total = time_candidate(tiles, bucket, counts)
+            except skip as err:  # e.g. 256 x 128 mixture tiles at 64 rows on an H100
+                print(f"sweep: {tiles} skipped at bucket {bucket}: {err}", flush=True)
+                continue
+            if best is None or total < best[0]:
+                best = (total, tiles)
+        chosen[bucket] = best[1]
+        print(f"sweep: {name}bucket <= {bucket} rows -> {best[1]}", flush=True)
+
+
 def sweep_stats(ceiling: float) -> list[dict]:
     """The stats pass's tiles at each bucket's row counts (its checks: lse and entropy against
     the fp32 reference); the fastest per bucket becomes `launch.STATS_TILES`."""
     out = []
-    for bucket, counts in ((16, (1, 8)), (64, (32, 64))):
-        best = None
-        for tiles in STATS_CANDIDATES:
-            total = 0.0
-            for B in counts:
-                step, slots = brs.build(B, "explicit", torch.zeros(8, brs.H, device="cuda"),
-                                        0, 8, "cuda")
-                logits = torch.randn(B, brs.V, device="cuda") * 4
-                rows = torch.arange(B, device="cuda")
-                args = (logits, rows, slots, step.tables, brs.V, torch.bfloat16)
-                row = launch.row_stats(*args, tiles=tiles)[3]
-                lse, ent = lse_entropy_ref(logits, torch.bfloat16)
-                assert torch.allclose(row, torch.stack([lse, ent], 1), atol=1e-3, rtol=1e-4), tiles
-                ms = brs.graphed_ms(functools.partial(launch.row_stats, *args, tiles=tiles))
-                out.append({"bucket": bucket, "B": B, "stats_tiles": tiles.__dict__,
-                            "graph_ms": ms,
-                            "fraction": B * brs.V * 4 / (ms * 1e-3) / (ceiling * 1e9)})
-                print(f"sweep B {B:>2} {tiles} {ms * 1e3:7.1f} us frac {out[-1]['fraction']:.2f}",
-                      flush=True)
-                total += ms
-            if best is None or total < best[0]:
-                best = (total, tiles)
-        launch.STATS_TILES[bucket] = best[1]
-        print(f"sweep: stats, bucket <= {bucket} rows -> {best[1]}", flush=True)
+
+    def time_stats(tiles: launch.StatsTiles, bucket: int, counts: tuple[int, ...]) -> float:
+        total = 0.0
+        for B in counts:
+            step, slots = brs.build(B, "explicit", torch.zeros(8, brs.H, device="cuda"),
+                                    0, 8, "cuda")
+            logits = torch.randn(B, brs.V, device="cuda") * 4
+            rows = torch.arange(B, device="cuda")
+            args = (logits, rows, slots, step.tables, brs.V, torch.bfloat16)
+            row = launch.row_stats(*args, tiles=tiles)[3]
+            lse, ent = lse_entropy_ref(logits, torch.bfloat16)
+            assert torch.allclose(row, torch.stack([lse, ent], 1), atol=1e-3, rtol=1e-4), tiles
+            ms = brs.graphed_ms(functools.partial(launch.row_stats, *args, tiles=tiles))
+            out.append({"bucket": bucket, "B": B, "stats_tiles": tiles.__dict__,
+                        "graph_ms": ms,
+                        "fraction": B * brs.V * 4 / (ms * 1e-3) / (ceiling * 1e9)})
+            print(f"sweep B {B:>2} {tiles} {ms * 1e3:7.1f} us frac {out[-1]['fraction']:.2f}",
+                  flush=True)
+            total += ms
+        return total
+
+    _best_per_bucket(((16, (1, 8)), (64, (32, 64))), STATS_CANDIDATES, time_stats,
+                     launch.STATS_TILES, "stats, ")
     return out
 
 
@@ -76,18 +94,12 @@ def sweep(table: torch.Tensor, ceiling: float) -> list[dict]:
     v_len = brs.V // brs.TP8
     shard = table[:v_len]
     out = []
-    for bucket, counts in ((16, (1, 8, 16)), (64, (32, 64))):
-        best = None
-        for tiles in CANDIDATES:
-            try:
-                total = _time_mix(tiles, counts, bucket, shard, v_len, ceiling, out)
-            except OutOfResources as err:  # e.g. 256 x 128 tiles at 64 rows on an H100
-                print(f"sweep: {tiles} skipped at bucket {bucket}: {err}", flush=True)
-                continue
-            if best is None or total < best[0]:
-                best = (total, tiles)
-        launch.GPU_TILES[bucket] = best[1]
-        print(f"sweep: bucket <= {bucket} rows -> {best[1]}", flush=True)
+
+    def time_mix(tiles: launch.MixTiles, bucket: int, counts: tuple[int, ...]) -> float:
+        return _time_mix(tiles, counts, bucket, shard, v_len, ceiling, out)
+
+    _best_per_bucket(((16, (1, 8, 16)), (64, (32, 64))), CANDIDATES, time_mix,
+                     launch.GPU_TILES, "", skip=(OutOfResources,))
     return out
 
 

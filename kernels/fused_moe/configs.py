@@ -67,14 +67,19 @@ def from_table(table: dict, key: str, T: int) -> MoeConfig | None:
     return next((cfg for t_max, cfg in rows if T <= t_max), rows[-1][1])
 
 
+def device_name(device: torch.device) -> str:
+    """The name the tables are keyed by (bench/hopper_compile.py stands in a Hopper's)."""
+    return torch.cuda.get_device_name(device)
+
+
 def pick_config(T: int, topk: int, E: int, device: torch.device, inter_size: int | None = None,
                 weight_dtype: torch.dtype | None = None) -> MoeConfig:
     """Tiles for T tokens routed top-k over E local experts of width inter_size on this device:
     the device's tuned table when it has a row for (E, I, weight dtype), else GPU_CONFIGS."""
-    if device.type != "cuda" or triton.knobs.runtime.interpret:
+    if triton.knobs.runtime.interpret:
         return INTERPRET_CONFIG
     if inter_size is not None and weight_dtype is not None:
-        table = load_table(torch.cuda.get_device_name(device))
+        table = load_table(device_name(device))
         cfg = from_table(table, table_key(E, inter_size, weight_dtype), T)
         if cfg is not None:
             return cfg

@@ -60,6 +60,13 @@ class PreSample:
     sparse: torch.Tensor | None  # [R, H] fp32 top-k mixtures (soft_topk rows), or None
 
 
+def interpreted() -> bool:
+    """Triton interprets (TRITON_INTERPRET=1, CPU tensors) rather than compiles for a GPU: the
+    tiles and flags below follow this, not the tensors' device, so that bench/hopper_compile.py
+    can compile the GPU launches on a machine without one."""
+    return triton.knobs.runtime.interpret
+
+
 def ticket_count(slots: int, H: int) -> int:
     """Counters the mixture's tiles need at most (row blocks of 16 x hidden blocks of 16)."""
     return triton.cdiv(slots, 16) * triton.cdiv(H, 16)
@@ -89,8 +96,8 @@ def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tab
     R = rows.numel()
     assert R <= tables.ints.shape[0], "more stepping rows than slots"
     if tiles is None:
-        tiles = STATS_TILES[16 if R <= 16 else 64] if logits.is_cuda else StatsTiles(
-            K.CHUNK, K.BLOCK, 4)
+        tiles = StatsTiles(K.CHUNK, K.BLOCK, 4) if interpreted() else STATS_TILES[
+            16 if R <= 16 else 64]
     chunk = min(tiles.chunk, triton.cdiv(vocab, tiles.block) * tiles.block)
     nc = triton.cdiv(vocab, chunk)
     m, s, t = (buffers.empty((R, nc), torch.float32, logits.device) for _ in range(3))
@@ -162,7 +169,7 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
     dtype = table.dtype
     m, s, t, row, need = row_stats(logits, rows, slots, tables, vocab, dtype)
     R, H = rows.numel(), table.shape[1]
-    if tiles is None and logits.is_cuda:
+    if tiles is None and not interpreted():
         tiles = gpu_tiles(R)
     elif tiles is None:  # the interpreter runs programs one after another: one does all
         tiles = MixTiles(triton.next_power_of_2(H), min(256, triton.next_power_of_2(v_len)),
@@ -181,7 +188,7 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
             logits, rows, row, need, table, partials, mix,
             tables.tickets[tables.ints.shape[0]:], R, logits.stride(0), table.stride(0),
             v_start, v_len, H, split_len, ROUND_TYPE=_ROUND[dtype],
-            BF16X2=dtype == torch.bfloat16 and logits.is_cuda,
+            BF16X2=dtype == torch.bfloat16 and not interpreted(),
             BLOCK_R=block_r, BLOCK_V=block_v, BLOCK_H=block_h,
             num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     return PreSample(rows, slots, m, s, t, row, need, mix, sparse)
@@ -215,7 +222,7 @@ def post_sample(pre: PreSample, tokens: torch.Tensor, tables: StepTables) -> tor
         "injected_termination", "forced_think_end")
     Q = t.queue.shape[1]
     sparse = pre.sparse if pre.sparse is not None else pre.partials
-    block_r = 1 if tokens.is_cuda else triton.next_power_of_2(R)  # interpreter: one program
+    block_r = triton.next_power_of_2(R) if interpreted() else 1  # interpreter: one program
     U._update_kernel[(triton.cdiv(R, block_r),)](
         pre.rows, pre.slots, tokens, pre.row, t.ints, t.floats, t.queue,
         t.convergence, t.termination, t.math_mask, pre.partials, sparse, t.special, t.pending,

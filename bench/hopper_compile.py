@@ -1,0 +1,195 @@
+"""Compile every GPU launch of our Triton kernels for Hopper (sm_90) on a machine with no GPU:
+`python -m bench.hopper_compile` (TRITON_INTERPRET unset). tests/test_hopper_compile.py runs it.
+
+A stand-in driver reports an sm_90 target and each launch compiles (PTX, then the ptxas bundled
+with Triton) without running, so the host code takes its GPU branches and the kernels get the
+tiles, flags and constexprs a GPU gets: bf16 and fp8 tensor-core dots, pipelining, the tuned
+tiles. The interpreter checks none of these. Outputs are never computed.
+What it cannot tell: speed, numerics, and whether a tile fits the card's shared memory under
+the device machines' Triton 3.6 (3.8's figure, printed, can be lower than 3.6's).
+Prints one line per compiled kernel; `--json PATH` also writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+import torch
+
+TARGET = (90, 32)  # compute capability 9.0 (H100, H200), warp size
+DEVICE_NAME = "NVIDIA H100 80GB HBM3"
+SMEM_LIMIT = 232_448  # bytes of shared memory a block may use on sm_90 (227 KiB)
+# Rio's shapes (H, V, top-k, experts' I at TP 8 / TP 1). E is cut to 16 local experts (EP: 16
+# of 128): E only enters the kernels as an integer that Triton specialises on divisibility by
+# 16, which 512 and 64 share, and 512 x 1024-wide experts would not fit this machine's memory.
+H, V, TOPK, I_TP8, I_TP1, E = 4096, 248_320, 10, 128, 1024, 16
+
+
+class HopperStandIn:
+    """The few calls Triton's launcher makes of its driver, for an sm_90 that is not there."""
+
+    def __init__(self) -> None:
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget("cuda", *TARGET)
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device: int | None = None) -> int:
+        return 0
+
+    def get_active_torch_device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def is_active(self) -> bool:
+        return True
+
+
+def compile_only(record: list[dict]) -> None:
+    """Make every `kernel[grid](...)` compile for the stand-in target and return unlaunched."""
+    import triton
+    from triton.runtime import driver
+    from triton.runtime.jit import JITFunction
+
+    from rio_kernels.fused_moe import configs
+
+    assert not triton.knobs.runtime.interpret, "unset TRITON_INTERPRET: this compiles for sm_90"
+    driver.set_active(HopperStandIn())
+    configs.device_name = lambda device: DEVICE_NAME  # its tuned table, where one is stored
+    run = JITFunction.run
+
+    def compile_run(self, *args, grid, warmup, **kwargs):
+        kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
+        md = kernel.metadata
+        record.append({
+            "case": CASE[0], "kernel": self.fn.__name__, "num_warps": md.num_warps,
+            "num_stages": md.num_stages, "shared": md.shared, "target": md.target.arch,
+            "constexprs": {k: str(v) for k, v in kwargs.items() if k.isupper()},
+            "ptx": kernel.asm["ptx"],
+        })
+
+    JITFunction.run = compile_run
+
+
+CASE = ["-"]  # the case being compiled, for the records
+
+
+# --- the cases: each runs the host code of one GPU path at Rio's shapes -------------------------
+
+def moe_case(T: int, I: int, wdtype: str, *, ep: bool = False, config=None, act_quant=False,
+             small_t: bool | None = None) -> Callable[[], None]:
+    def run() -> None:
+        from rio_kernels.fused_moe import fp8
+        from rio_kernels.fused_moe.kernel import fused_moe
+        from rio_kernels.fused_moe.routing import ep_expert_map
+
+        x = torch.empty(T, H, dtype=torch.bfloat16)
+        w13 = torch.empty(E, 2 * I, H, dtype=torch.bfloat16)
+        w2 = torch.empty(E, H, I, dtype=torch.bfloat16)
+        e_global = 8 * E if ep else E
+        ids = torch.randint(0, e_global, (T, TOPK), generator=torch.Generator().manual_seed(T))
+        weights = torch.full((T, TOPK), 1.0 / TOPK)
+        extra: dict = {}
+        if wdtype != "bf16":
+            block = (128, 128) if wdtype == "fp8-block" else None
+            shape13, shape2 = fp8.scale_shape(w13.shape, block), fp8.scale_shape(w2.shape, block)
+            w13, w2 = w13.to(fp8.FP8), w2.to(fp8.FP8)
+            extra = {"w13_scale": torch.ones(shape13), "w2_scale": torch.ones(shape2),
+                     "block_shape": block, "act_quant": act_quant}
+        emap = ep_expert_map(e_global, 0, 8) if ep else None
+        fused_moe(x, w13, w2, weights, ids, expert_map=emap, config=config, small_t=small_t,
+                  **extra)
+    return run
+
+
+def step_case(B: int, dtype: torch.dtype, topk: bool = False) -> Callable[[], None]:
+    """The reasoning step over B rows at one TP 8 rank's vocab shard (half latent, half switch)."""
+    def run() -> None:
+        from bench.bench_reasoning_step import TOKENS
+        from rio_sglang.reasoning.device import DeviceStep
+        from rio_sglang.reasoning.spec import ReasoningSpec
+
+        v_len = V // 8
+        table = torch.empty(v_len, H, dtype=dtype)
+        step = DeviceStep(256, TOKENS, V, table, 0, v_len, torch.empty(3, H, dtype=dtype))
+        specs = [ReasoningSpec(mode="latent" if i % 2 else "switch",
+                               soft_topk=8 if topk else None) for i in range(B)]
+        step.admit(list(range(B)), specs, [1 << 20] * B)
+        rows = torch.arange(B)
+        step.post(step.pre(torch.empty(B, V), rows, rows), torch.zeros(B, dtype=torch.long))
+    return run
+
+
+def reasoning_ops_case(B: int) -> Callable[[], None]:
+    """The torch state machine's kernels (entropy, dense / top-k mixtures, delimiter blend)."""
+    def run() -> None:
+        from rio_kernels.entropy.kernel import softmax_entropy, softmax_entropy_max
+        from rio_kernels.soft_embed.kernel import delimiter_blend, soft_embed, soft_embed_topk
+
+        logits, table = torch.empty(B, V), torch.empty(V, H, dtype=torch.bfloat16)
+        softmax_entropy(logits)
+        softmax_entropy_max(logits)
+        soft_embed(logits, table)
+        soft_embed_topk(torch.empty(B, 64), torch.zeros(B, 64, dtype=torch.long), table)
+        delimiter_blend(torch.empty(B, H, dtype=torch.bfloat16), table,
+                        torch.zeros(B, dtype=torch.long), torch.empty(B))
+    return run
+
+
+def cases() -> dict[str, Callable[[], None]]:
+    from rio_kernels.fused_moe.configs import GPU_CONFIGS
+
+    out = {}
+    for T in (1, 8, 64):
+        out[f"moe bf16 TP8 T={T}"] = moe_case(T, I_TP8, "bf16")
+        out[f"moe fp8-block TP8 T={T}"] = moe_case(T, I_TP8, "fp8-block")
+    out["moe fp8-channel TP8 T=8"] = moe_case(8, I_TP8, "fp8-channel")
+    out["moe bf16 TP1 T=1"] = moe_case(1, I_TP1, "bf16")
+    out["moe fp8-block TP1 T=1"] = moe_case(1, I_TP1, "fp8-block")
+    out["moe bf16 EP8 T=1"] = moe_case(1, I_TP1, "bf16", ep=True)
+    for limit, cfg in GPU_CONFIGS:  # every built-in grouped tile (no tuned tables are stored)
+        for w in ("bf16", "fp8-block"):
+            out[f"moe {w} TP1 T=4096 grouped {cfg}"] = moe_case(4096, I_TP1, w, config=cfg)
+    out["moe fp8-block w8a8 TP8 T=4096"] = moe_case(4096, I_TP8, "fp8-block", act_quant=True)
+    out["moe fp8-channel w8a8 TP1 T=4096"] = moe_case(4096, I_TP1, "fp8-channel", act_quant=True)
+    out["moe bf16 EP8 T=4096"] = moe_case(4096, I_TP1, "bf16", ep=True)
+    out["moe bf16 TP8 T=64 grouped"] = moe_case(64, I_TP8, "bf16", small_t=False)
+    for B in (1, 8, 64):
+        out[f"step bf16 B={B}"] = step_case(B, torch.bfloat16)
+    out["step bf16 B=8 soft_topk"] = step_case(8, torch.bfloat16, topk=True)
+    out["step fp16 B=8"] = step_case(8, torch.float16)
+    out["reasoning ops B=8"] = reasoning_ops_case(8)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", help="write the records (with each kernel's PTX) here")
+    args = p.parse_args(argv)
+    records: list[dict] = []
+    compile_only(records)
+    for name, run in cases().items():
+        CASE[0] = name
+        run()
+    for r in records:
+        flag = "" if r["shared"] <= SMEM_LIMIT else "  OVER sm_90's shared memory"
+        print(f"sm_{r['target']} {r['case']}: {r['kernel']} warps {r['num_warps']} stages "
+              f"{r['num_stages']} shared {r['shared']} B {r['constexprs']}{flag}")
+    print(f"{len(records)} launches compiled for sm_{TARGET[0]}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f)
+    return 0 if all(r["shared"] <= SMEM_LIMIT for r in records) else 1
+
+
+if __name__ == "__main__":
+    os.environ.pop("TRITON_INTERPRET", None)  # before triton reads it
+    sys.exit(main())

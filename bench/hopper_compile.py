@@ -110,10 +110,27 @@ def moe_case(T: int, I: int, wdtype: str, *, ep: bool = False, config=None, act_
     return run
 
 
-def step_case(B: int, dtype: torch.dtype, topk: bool = False) -> Callable[[], None]:
-    """The reasoning step over B rows at one TP 8 rank's vocab shard (half latent, half switch)."""
+def flag_on(module: str, flag: str, run: Callable[[], None]) -> Callable[[], None]:
+    """run with the bool rio_kernels.<module>.<flag> set (an opt-in GPU path)."""
+    def flagged() -> None:
+        import importlib
+
+        mod = importlib.import_module(f"rio_kernels.{module}")
+        old = getattr(mod, flag)
+        setattr(mod, flag, True)
+        try:
+            run()
+        finally:
+            setattr(mod, flag, old)
+    return flagged
+
+
+def step_case(B: int, dtype: torch.dtype, topk: bool = False, tiles=None) -> Callable[[], None]:
+    """The reasoning step over B rows at one TP 8 rank's vocab shard (half latent, half switch);
+    tiles: the mixture's (launch.MixTiles), else the GPU default."""
     def run() -> None:
         from bench.bench_reasoning_step import TOKENS
+        from rio_kernels.swir_step import launch
         from rio_sglang.reasoning.device import DeviceStep
         from rio_sglang.reasoning.spec import ReasoningSpec
 
@@ -124,6 +141,10 @@ def step_case(B: int, dtype: torch.dtype, topk: bool = False) -> Callable[[], No
                                soft_topk=8 if topk else None) for i in range(B)]
         step.admit(list(range(B)), specs, [1 << 20] * B)
         rows = torch.arange(B)
+        if tiles is not None:  # the mixture alone, with these tiles
+            launch.pre_sample(torch.empty(B, V), rows, rows, step.tables, table, 0, v_len, V,
+                              tiles=tiles)
+            return
         step.post(step.pre(torch.empty(B, V), rows, rows), torch.zeros(B, dtype=torch.long))
     return run
 
@@ -145,6 +166,7 @@ def reasoning_ops_case(B: int) -> Callable[[], None]:
 
 
 def cases() -> dict[str, Callable[[], None]]:
+    from bench.step_tuning import CANDIDATES as STEP_CANDIDATES
     from rio_kernels.fused_moe.configs import GPU_CONFIGS
 
     out = {}
@@ -162,10 +184,15 @@ def cases() -> dict[str, Callable[[], None]]:
     out["moe fp8-channel w8a8 TP1 T=4096"] = moe_case(4096, I_TP1, "fp8-channel", act_quant=True)
     out["moe bf16 EP8 T=4096"] = moe_case(4096, I_TP1, "bf16", ep=True)
     out["moe bf16 TP8 T=64 grouped"] = moe_case(64, I_TP8, "bf16", small_t=False)
+    for T, I, w in ((1, I_TP8, "bf16"), (1, I_TP1, "bf16"), (8, I_TP8, "fp8-block")):
+        out[f"moe {w} I={I} T={T} PDL"] = flag_on("fused_moe.small_t", "PDL", moe_case(T, I, w))
     for B in (1, 8, 64):
         out[f"step bf16 B={B}"] = step_case(B, torch.bfloat16)
     out["step bf16 B=8 soft_topk"] = step_case(8, torch.bfloat16, topk=True)
     out["step fp16 B=8"] = step_case(8, torch.float16)
+    for tiles in STEP_CANDIDATES:  # the sweep's mixtures in 2-4 row blocks (64 rows)
+        if tiles.block_r < 64:
+            out[f"step mixture B=64 {tiles}"] = step_case(64, torch.bfloat16, tiles=tiles)
     out["reasoning ops B=8"] = reasoning_ops_case(8)
     return out
 

@@ -77,6 +77,11 @@ GPU_CHOICES = [
      and "cp.async" in r["ptx"] and "wgmma" in r["ptx"]),  # pipelined, Hopper's warpgroup MMA
     ("moe bf16 EP8 T=4096", "_chunk_count_kernel", lambda r: r["constexprs"]["HAS_MAP"] == "True"),
     ("moe bf16 TP8 T=64 grouped", "_align_kernel", lambda r: r["constexprs"]["HAS_MAP"] == "False"),
+    ("moe bf16 TP8 T=1", "_down_combine_kernel", lambda r: "griddepcontrol" not in r["ptx"]),
+    ("moe bf16 I=128 T=1 PDL", "_gate_up_gemv_kernel",
+     lambda r: "griddepcontrol.launch_dependents" in r["ptx"]),
+    ("moe fp8-block I=128 T=8 PDL", "_down_combine_kernel",
+     lambda r: "griddepcontrol.wait" in r["ptx"]),
 ]
 
 
@@ -84,6 +89,14 @@ GPU_CHOICES = [
                          ids=[f"{c}:{k}" for c, k, _ in GPU_CHOICES])
 def test_gpu_launches_get_gpu_choices(records, case, kernel, choice):
     assert choice(find(records, case, kernel))
+
+
+def test_the_sweeps_row_block_mixtures_compile(records):
+    """bench/step_tuning.py's candidates that split 64 rows into row blocks (MixTiles.block_r)."""
+    mixes = [r for r in records if r["case"].startswith("step mixture B=64")
+             and r["kernel"] == "_mix_kernel"]
+    assert {r["constexprs"]["BLOCK_R"] for r in mixes} == {"16", "32"}
+    assert all(re.search(PTX_BF16_DOT, r["ptx"]) for r in mixes)
 
 
 BROKEN = textwrap.dedent('''

@@ -250,7 +250,7 @@ def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
     ids = topk_ids.reshape(P)
     emap = expert_map if expert_map is not None else ids  # placeholder pointer when unused
     routing = {"HAS_MAP": expert_map is not None}
-    pdl = PDL and x.is_cuda
+    pdl = PDL and not triton.knobs.runtime.interpret
     inter = buffers.empty((P, I), torch.float32, x.device)
     cfg = TILES["gate_up", min(w13.element_size(), 2)]
     bn, bk = gemv_tiles(P, I, H, fit_block_n(64, s13, I), 2, w13.element_size(), cfg)

@@ -67,6 +67,10 @@ GPU_CHOICES = [
     ("step bf16 B=64", "_mix_kernel", lambda r: r["constexprs"]["BLOCK_V"]
      == str(launch.GPU_TILES[64].block_v)),
     ("step fp16 B=8", "_mix_kernel", lambda r: r["constexprs"]["BF16X2"] == "False"),
+    ("step bf16 B=8", "_mix_kernel", lambda r: r["constexprs"]["COPY"] == "False"),
+    ("step bf16 B=64 COPY_LOGITS", "_mix_kernel", lambda r: r["constexprs"]["COPY"] == "True"
+     and re.search(PTX_BF16_DOT, r["ptx"])),
+    ("step bf16 B=8 COPY_LOGITS", "_stats_kernel", lambda r: r["constexprs"]["COPY"] == "True"),
     ("step bf16 B=1", "_stats_kernel", lambda r: r["constexprs"]["BLOCK"]
      == str(launch.STATS_TILES[16].block)),
     ("step bf16 B=1", "_update_kernel", lambda r: r["constexprs"]["BLOCK_R"] == "1"),

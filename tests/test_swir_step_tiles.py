@@ -1,13 +1,15 @@
 """The fused step's kernels at the GPU's tile shapes, under the Triton interpreter: stats chunks
-of several loads (the running max re-based between them) and mixtures split over vocab, hidden
-and row blocks whose last program per tile sums the splits (tickets). The shared cases and the
-poisoned-buffer fixture are tests/test_swir_step.py's."""
+of several loads (the running max re-based between them), mixtures split over vocab, hidden
+and row blocks whose last program per tile sums the splits (tickets), and the opt-in copy of
+the logits the mixture can read (launch.COPY_LOGITS). The shared cases and the poisoned-buffer
+fixture are tests/test_swir_step.py's."""
 
 from __future__ import annotations
 
 import pytest
+import test_swir_step as base
 import torch
-from test_swir_step import LAT, WEIGHT, H, V, device_step, logits_case
+from test_swir_step import EXP, LAT, WEIGHT, H, S, V, device_step, logits_case
 
 from rio_kernels.swir_step import launch
 from rio_kernels.swir_step.ref import lse_entropy_ref, mix_ref
@@ -67,3 +69,47 @@ def test_split_mixture_tickets_sum_in_order_and_reset(B, tiles, shard, row_block
     assert first.need.tolist() == [1] * B
     second = launch.pre_sample(*args, tiles=mt)
     assert torch.equal(first.partials, second.partials) and not step.tables.tickets.any()
+
+
+@pytest.mark.parametrize("kind, B, dtype, shard, modes, tiles", [
+    ("plain", 1, torch.float16, (0, V), (LAT,), None),
+    ("plain", 5, torch.float16, (200, 170), (LAT, S, EXP), None),  # a shard; an explicit row
+    ("extreme", 3, torch.float32, (0, V), (S, LAT), None),
+    ("masked", 4, torch.float16, (200, 170), (LAT,), None),
+    ("one-hot", 2, torch.float16, (0, V), (LAT, EXP), None),
+    ("plain", 6, torch.float16, (0, V), (EXP,), None),  # no row mixes: the copy is never read
+    ("plain", 40, torch.float16, (200, 170), (LAT, S), (16, 32, 4, 1, 24, 16)),  # 3 row blocks
+])
+def test_logits_copy_gives_the_same_bits(monkeypatch, kind, B, dtype, shard, modes, tiles):
+    """COPY_LOGITS: the mixture reads the stats pass's copy of the shard's logits in the table's
+    dtype, the values it rounds them to anyway: the same statistics and mixtures, bit for bit.
+    The copy's rows of explicit requests stay unwritten (poisoned), and nothing reads them."""
+    logits = logits_case(kind, B, seed=B + 5)
+    if dtype == torch.float16 and kind == "extreme":
+        logits = logits.clamp(-6e4, 6e4)  # representable in the model dtype
+    v_start, v_len = shard
+    weight = WEIGHT.to(dtype)
+    mt = launch.MixTiles(*tiles) if tiles else None
+    outs = []
+    for copy in (False, True):
+        monkeypatch.setattr(launch, "COPY_LOGITS", copy)
+        step = device_step(weight, slots=B + 1, v_start=v_start, v_len=v_len)
+        step.admit(list(range(1, B + 1)), [ReasoningSpec(mode=modes[i % len(modes)])
+                                           for i in range(B)], [8] * B)
+        rows = torch.arange(B - 1, -1, -1)  # rows and slots differ
+        outs.append(launch.pre_sample(logits, rows, torch.arange(1, B + 1), step.tables,
+                                      step.table, v_start, v_len, V, tiles=mt))
+    off, on = outs
+    assert torch.equal(on.row, off.row) and torch.equal(on.need, off.need)
+    need = off.need.bool()
+    assert need.tolist() == [modes[i % len(modes)] != EXP for i in range(B)]
+    assert torch.equal(on.partials[0][need], off.partials[0][need])
+    want = mix_ref(logits[torch.arange(B - 1, -1, -1)], weight[v_start:v_start + v_len],
+                   v_start, v_len)
+    torch.testing.assert_close(on.partials[0][need], want[need], atol=1e-4, rtol=1e-4)
+
+
+def test_mixed_batch_with_the_logits_copy_equals_the_reference(monkeypatch):
+    """The whole step with COPY_LOGITS, against the single-request reference (fp16 tables)."""
+    monkeypatch.setattr(launch, "COPY_LOGITS", True)
+    base.test_mixed_batch_equals_single_request_reference(torch.float16, seed=2)

@@ -8,7 +8,9 @@ Called by `rio_sglang.runtime.step` around SGLang's sampler; its plain-torch twi
    whether its next input may be soft (`need`).
 2. `mix` (before sampling, the logits are still raw): p = exp(z - lse) times this rank's vocab
    shard of the embedding, fp32, for rows that `need` it; a program whose rows need none exits
-   after reading their flags. The last V split of each tile (a ticket again) sums the splits in
+   after reading their flags. With `launch.COPY_LOGITS`, z comes from a copy of the shard's
+   logits in the table's dtype that pass 1 writes for latent / switch rows (the values the
+   mixture rounds them to anyway: the same bits, half the bytes re-read per hidden block). The last V split of each tile (a ticket again) sums the splits in
    order (deterministic) into one [R, H] mixture.
 3. `update` (after sampling; update.py): the state machine per row, the emitted token, and the
    next input (mixture + delimiter blend, one rounding) published into the slot's buffer.
@@ -113,12 +115,16 @@ def _needs_mix(ints_ptr, floats_ptr, slot, rmask, ent, NI, NF):
 @triton.jit
 def _stats_kernel(
     logits_ptr, rows_ptr, slots_ptr, ints_ptr, floats_ptr, m_ptr, s_ptr, t_ptr, row_ptr,
-    need_ptr, ticket_ptr, V, stride_b, NC, NI, NF,
+    need_ptr, ticket_ptr, copy_ptr, V, stride_b, NC, NI, NF, V_START, V_LEN,
     NCP: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, ROUND_TYPE: tl.constexpr,
+    COPY: tl.constexpr,
 ):
     r = tl.program_id(0)
     chunk = tl.program_id(1)
     base = logits_ptr + tl.load(rows_ptr + r).to(tl.int64) * stride_b
+    if COPY:  # rows of latent / switch requests keep their shard's rounded logits for the mixture
+        kind = tl.load(ints_ptr + tl.load(slots_ptr + r).to(tl.int64) * NI + C_KIND)
+        copy_row = copy_ptr + r.to(tl.int64) * V_LEN - V_START
     # running (max, sum of exp, sum of exp * (z - max)) as scalars: each BLOCK is reduced once
     # against its own max, so every logit costs one exp (the per-lane vectors this replaced
     # re-based each lane on every load: two exps per logit)
@@ -127,8 +133,11 @@ def _stats_kernel(
     t = s
     for off in range(0, CHUNK, BLOCK):
         idx = chunk * CHUNK + off + tl.arange(0, BLOCK)
-        z = tl.load(base + idx, mask=idx < V, other=float("-inf"))
-        z = z.to(ROUND_TYPE).to(tl.float32)  # as the model's dtype holds them (the reference's)
+        z = tl.load(base + idx, mask=idx < V, other=float("-inf")).to(ROUND_TYPE)
+        if COPY:
+            tl.store(copy_row + idx, z, mask=(kind != EXPLICIT) & (idx >= V_START)
+                     & (idx < V_START + V_LEN))
+        z = z.to(tl.float32)  # rounded as the model's dtype holds them (the reference's)
         m_new = tl.maximum(m, tl.max(z, axis=0))
         ref = tl.where(m_new > float("-inf"), m_new, 0.0)  # all -inf so far: nothing to add
         finite = z > float("-inf")
@@ -159,9 +168,9 @@ def _stats_kernel(
 
 @triton.jit
 def _mix_kernel(
-    logits_ptr, rows_ptr, row_ptr, need_ptr, table_ptr, part_ptr, mix_ptr, ticket_ptr,
+    logits_ptr, rows_ptr, row_ptr, need_ptr, table_ptr, part_ptr, mix_ptr, ticket_ptr, copy_ptr,
     R, stride_b, stride_t, V_START, V_LEN, H, split_len,
-    ROUND_TYPE: tl.constexpr, BF16X2: tl.constexpr,
+    ROUND_TYPE: tl.constexpr, BF16X2: tl.constexpr, COPY: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
     rb = tl.program_id(0)  # fastest: a tile's row blocks run side by side and share its loads
@@ -182,8 +191,12 @@ def _mix_kernel(
     for v0 in range(v_lo, v_hi, BLOCK_V):
         v = v0 + tl.arange(0, BLOCK_V)
         vmask = v < v_hi
-        z = tl.load(logits_ptr + brow[:, None] * stride_b + (V_START + v)[None, :],
-                    mask=need[:, None] & vmask[None, :], other=float("-inf"))
+        if COPY:  # the stats pass's rounded copy: half the bytes of fp32 logits (16-bit tables)
+            z = tl.load(copy_ptr + r[:, None].to(tl.int64) * V_LEN + v[None, :],
+                        mask=need[:, None] & vmask[None, :], other=float("-inf"))
+        else:
+            z = tl.load(logits_ptr + brow[:, None] * stride_b + (V_START + v)[None, :],
+                        mask=need[:, None] & vmask[None, :], other=float("-inf"))
         p = tl.exp(z.to(ROUND_TYPE).to(tl.float32) - lse[:, None])  # [BR, BV] fp32
         e = tl.load(table_ptr + v[:, None].to(tl.int64) * stride_t + h[None, :],
                     mask=vmask[:, None] & hmask[None, :], other=0.0)

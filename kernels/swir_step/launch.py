@@ -60,6 +60,13 @@ class PreSample:
     sparse: torch.Tensor | None  # [R, H] fp32 top-k mixtures (soft_topk rows), or None
 
 
+# The mixture reads a copy of the shard's logits in the table's dtype, which the stats pass
+# writes, instead of the fp32 logits: the same rounded values (the same bits out), half the
+# bytes re-read for every hidden block at 16-bit tables. Off until a GPU run shows it faster:
+# bench/bench_reasoning_step.py times latent rows at TP 8 both ways.
+COPY_LOGITS = False
+
+
 def interpreted() -> bool:
     """Triton interprets (TRITON_INTERPRET=1, CPU tensors) rather than compiles for a GPU: the
     tiles and flags below follow this, not the tensors' device, so that bench/hopper_compile.py
@@ -88,9 +95,13 @@ STATS_TILES = {16: StatsTiles(K.CHUNK, 2048, 4), 64: StatsTiles(K.CHUNK, 2048, 4
 
 
 def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tables: StepTables,
-              vocab: int, dtype: torch.dtype, tiles: StatsTiles | None = None):
+              vocab: int, dtype: torch.dtype, tiles: StatsTiles | None = None,
+              copy: torch.Tensor | None = None, v_start: int = 0):
     """logits: [B, V'] (V' >= vocab) -> (m, s, t) [R, NC] fp32 over rows[R] of the batch, and
-    per row (lse, entropy) [R, 2] and `need` [R]. Bytes: R * vocab * sizeof(logits) read.
+    per row (lse, entropy) [R, 2] and `need` [R]. copy: [R, v_len] `dtype`, where given: also
+    the rounded logits of vocab ids [v_start, v_start + v_len), for the rows of latent and
+    switch requests (the others' rows left unwritten).
+    Bytes: R * vocab * sizeof(logits) read (+ R * v_len * sizeof(dtype) written).
     FLOPs: ~8 R * vocab (+ R * vocab exp)."""
     assert logits.stride(1) == 1
     R = rows.numel()
@@ -106,9 +117,10 @@ def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tab
     if R:
         K._stats_kernel[(R, nc)](
             logits, rows, slots, tables.ints, tables.floats, m, s, t, row, need, tables.tickets,
-            vocab, logits.stride(0), nc, tables.ints.stride(0), tables.floats.stride(0),
+            m if copy is None else copy, vocab, logits.stride(0), nc, tables.ints.stride(0),
+            tables.floats.stride(0), v_start, 0 if copy is None else copy.shape[1],
             NCP=triton.next_power_of_2(nc), CHUNK=chunk, BLOCK=tiles.block,
-            ROUND_TYPE=_ROUND[dtype], num_warps=tiles.num_warps)
+            ROUND_TYPE=_ROUND[dtype], COPY=copy is not None, num_warps=tiles.num_warps)
     return m, s, t, row, need
 
 
@@ -164,11 +176,14 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
 
     Bytes: stats R * V * 4 read; mixture (only if some row may go soft) v_len * H * b of table
     + R * v_len * 4 of logits (L2-resident across H blocks) + NS * R * H * 4 written and read
-    back by each tile's last split + R * H * 4 written.
+    back by each tile's last split + R * H * 4 written. COPY_LOGITS: the stats pass also writes
+    R * v_len * b, and the mixture reads that copy (b bytes a logit) instead of the logits.
     FLOPs: 2 * R_pad * v_len * H (x2 with bf16 tables: p is split into two bf16 halves)."""
     dtype = table.dtype
-    m, s, t, row, need = row_stats(logits, rows, slots, tables, vocab, dtype)
     R, H = rows.numel(), table.shape[1]
+    copy = buffers.empty((R, v_len), dtype, logits.device) if COPY_LOGITS else None
+    m, s, t, row, need = row_stats(logits, rows, slots, tables, vocab, dtype, copy=copy,
+                                   v_start=v_start)
     if tiles is None and not interpreted():
         tiles = gpu_tiles(R)
     elif tiles is None:  # the interpreter runs programs one after another: one does all
@@ -186,9 +201,10 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
     if R:
         K._mix_kernel[(n_rb, n_hb, ns)](
             logits, rows, row, need, table, partials, mix,
-            tables.tickets[tables.ints.shape[0]:], R, logits.stride(0), table.stride(0),
-            v_start, v_len, H, split_len, ROUND_TYPE=_ROUND[dtype],
-            BF16X2=dtype == torch.bfloat16 and not interpreted(),
+            tables.tickets[tables.ints.shape[0]:], row if copy is None else copy, R,
+            logits.stride(0), table.stride(0), v_start, v_len, H, split_len,
+            ROUND_TYPE=_ROUND[dtype], BF16X2=dtype == torch.bfloat16 and not interpreted(),
+            COPY=copy is not None,
             BLOCK_R=block_r, BLOCK_V=block_v, BLOCK_H=block_h,
             num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     return PreSample(rows, slots, m, s, t, row, need, mix, sparse)

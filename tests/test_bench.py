@@ -58,6 +58,31 @@ def test_decode_step_bytes_by_hand():
     assert got["gdn_state"] == 2 * 3 * (conv + 64 * 128 * 128 * 4)  # read + write, fp32 SSM
 
 
+@pytest.mark.parametrize("I, T, bound", [
+    (1024, 4096, "bytes"), (128, 4096, "bytes"),  # TP 1 / TP 8 prefill: the experts' bytes bind
+    (1024, 16_384, "flops"), (128, 1, "bytes"),
+])
+def test_moe_roofline_by_hand(I, T, bound):
+    """The MoE's roofline at Rio's shapes (E=512, top-10, H=4096, bf16) with an H100's measured
+    figures (copy 3,000 GB/s, bf16 matmul ~800 TFLOP/s): at T=4096 every expert is hit and the
+    bytes bind, which caps the rate near 240 TFLOP/s at TP 1 and TP 8 alike (below the 400 / 250
+    of the MoE-kernel issue); at T=16,384 the tensor cores bind."""
+    from rio_kernels.benchmark import roofline_ms
+    from rio_kernels.fused_moe import moe_flops_bytes
+
+    E, topk, H, ceiling, peak = 512, 10, 4096, 3000.0, 800.0
+    flops, nbytes = moe_flops_bytes(T, H, I, E, topk, 2)
+    e_hit = E * (1 - (1 - topk / E) ** T)
+    assert flops == 6 * T * topk * H * I
+    assert nbytes == pytest.approx(e_hit * 3 * H * I * 2 + 2 * T * H * 2 + 8 * T * topk)
+    by_bytes, by_flops = nbytes / (ceiling * 1e9) * 1e3, flops / (peak * 1e12) * 1e3  # ms
+    ms = roofline_ms(flops, nbytes, ceiling, peak)
+    assert ms == pytest.approx(max(by_bytes, by_flops))
+    assert (by_bytes > by_flops) == (bound == "bytes")
+    if T == 4096:
+        assert 225 < flops / ms / 1e9 < 245 and e_hit == pytest.approx(E)
+
+
 @pytest.mark.gpu
 def test_copy_bandwidth_is_measured():
     from bench.roofline import measure_copy_gbs

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from ..benchmark import copy_ceiling_gbs
+from ..benchmark import copy_ceiling_gbs, matmul_peak_tflops, roofline_ms
 from . import align, fp8, grouped, small_t
 from .kernel import fused_moe, moe_flops_bytes, pick_config
 from .ref import fused_moe_ref, w8a8_errors
@@ -102,9 +102,12 @@ class Bench:
         self.eager, self.graph = do_bench, do_bench_cudagraph
         self.out_dir, self.rows = out_dir, []
         self.ceiling = copy_ceiling_gbs(DEVICE)
+        # the roofline's compute roofs: bf16 (bf16 and w8a16 rows) and e4m3 (w8a8 rows)
+        self.peaks = {dtype: _peak(dtype) for dtype in (torch.bfloat16, fp8.FP8)}
         device = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
         self.meta = {"device": device, "torch": torch.__version__,
                      "date": time.strftime("%Y-%m-%d"), "copy_ceiling_gbs": self.ceiling,
+                     "matmul_tflops": {str(k): v for k, v in self.peaks.items()},
                      "E": E, "topk": TOPK, "H": H, "fp8_block": BLOCK,
                      "small_t_max_pairs": SMALL_T_MAX_PAIRS, "fp8_scale_dots": grouped.SCALE_DOTS,
                      "small_t_pdl": small_t.PDL,
@@ -125,8 +128,10 @@ class Bench:
         if row["ok"]:
             bench = self.graph if graph else self.eager
             ms = bench(fn, return_mode="median")
+            peak = self.peaks[fp8.FP8 if ref_a16 is not None else torch.bfloat16]
             row.update(ms=ms, tflops=flops / ms / 1e9, gbs=nbytes / ms / 1e6,
-                       frac=nbytes / ms / 1e6 / self.ceiling)
+                       frac=nbytes / ms / 1e6 / self.ceiling,
+                       roof=roofline_ms(flops, nbytes, self.ceiling, peak) / ms if peak else None)
         if keep:
             self.rows.append(row)
         print(json.dumps(row), flush=True)
@@ -140,22 +145,36 @@ class Bench:
             f.write(markdown(self.meta, self.rows, self.sweep))
 
 
+def _peak(dtype: torch.dtype) -> float | None:
+    """matmul_peak_tflops, or None where this torch or device cannot run the GEMM."""
+    try:
+        return matmul_peak_tflops(dtype, device=DEVICE)
+    except (RuntimeError, TypeError) as e:
+        print(f"no {dtype} matmul rate ({e}): its rows get no roofline fraction", flush=True)
+        return None
+
+
 def markdown(meta: dict, rows: list[dict], sweep: list[str] = ()) -> str:
+    peaks = ", ".join(f"{k.removeprefix('torch.')} {v:.0f}" for k, v in
+                      meta.get("matmul_tflops", {}).items() if v)
     head = (f"{meta['device']}, {meta['date']}, copy ceiling {meta['copy_ceiling_gbs']:.0f} GB/s,"
-            f" E={E} top-{TOPK} H={H}, fp8 = e4m3 weights + {BLOCK} block scales (w8a16); "
-            f"fp8 w8a8 = also e4m3 activations, {BLOCK[1]}-wide token groups (grouped path), "
-            f"checked normwise (ref.w8a8_errors); align share = align ms / the bf16 call's")
-    lines = [head, "",
-             "| layout | T | kernel | path | mode | ms | fraction of copy ceiling | TFLOP/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            f" matmul TFLOP/s {peaks or '-'}, E={E} top-{TOPK} H={H}, fp8 = e4m3 weights + "
+            f"{BLOCK} block scales (w8a16); fp8 w8a8 = also e4m3 activations, {BLOCK[1]}-wide "
+            f"token groups (grouped path), checked normwise (ref.w8a8_errors); align share = "
+            f"align ms / the bf16 call's; roofline = max(bytes / copy ceiling, FLOPs / matmul "
+            f"rate) over ms (e4m3 rate for w8a8 rows, bf16 for the others)")
+    cols = ("layout", "T", "kernel", "path", "mode", "ms", "fraction of copy ceiling",
+            "TFLOP/s", "fraction of roofline")
+    lines = [head, "", f"| {' | '.join(cols)} |", "|" + " --- |" * len(cols)]
     for r in rows:
         if "ms" in r:
-            cells = f"{r['ms']:.4f} | {r['frac']:.2f} | {r['tflops']:.1f}"
+            roof = f"{r['roof']:.2f}" if r.get("roof") else "-"
+            cells = f"{r['ms']:.4f} | {r['frac']:.2f} | {r['tflops']:.1f} | {roof}"
         elif "share" in r:
-            cells = f"{r['align_ms']:.4f} | share of the call {r['share']:.2f} | -"
+            cells = f"{r['align_ms']:.4f} | share of the call {r['share']:.2f} | - | -"
         else:
             norm = f", to_a8 {r['to_a8']:.2f}, to_a16 {r['to_a16']:.2f}" if "to_a8" in r else ""
-            cells = f"WRONG (max err {r['max_err']:.3g}{norm}) | - | -"
+            cells = f"WRONG (max err {r['max_err']:.3g}{norm}) | - | - | -"
         lines.append(f"| {r['layout']} | {r['T']} | {r['kernel']} | {r.get('path', '-')} "
                      f"| {r.get('mode', 'eager')} | {cells} |")
     ratios = (speedups(rows, "fp8 w8a8", "bf16", "w8a8 / bf16")

@@ -11,8 +11,9 @@ Reports GPU time eager and replayed from a CUDA graph, the host time of the eage
 bytes moved, the fraction of the copy ceiling measured in this run, and the implied
 latent/explicit decode-throughput ratio t_decode / (t_decode + t_step) against the Rio decode
 step at the roofline (TP 8: 1.38 ms H100, 0.96 ms H200; TP 1: bench/roofline.py bytes / copy
-bandwidth). At TP 8, rows with latent requests are also checked and timed (in a graph of 8) with
-launch.COPY_LOGITS on, and the table ends with on / off ratios.
+bandwidth). At TP 8 the opt-ins are also timed (in a graph of 8), each on alone:
+launch.COPY_LOGITS (rows with latent requests; checked first too) and launch.PDL; the table
+ends with their on / off ratios.
 Writes JSON and a Markdown table to $OUT (or the current directory).
 """
 
@@ -115,8 +116,8 @@ def measure(B: int, mix: str, tp: int, full_table: torch.Tensor, ceiling: float,
     if B in (1, 64) and mix == "half":  # a CPU check costs seconds at these shapes
         check(step, logits, rows, slots, tokens, table, v_start)
         if tp == TP8:  # where COPY_LOGITS is timed
-            with_copy(check, build(B, mix, table, v_start, v_len, dev)[0], logits, rows, slots,
-                      tokens, table, v_start)
+            with_flag("COPY_LOGITS", check, build(B, mix, table, v_start, v_len, dev)[0],
+                      logits, rows, slots, tokens, table, v_start)
 
     run = functools.partial(_whole_step, step, logits, rows, slots, tokens)
 
@@ -132,27 +133,28 @@ def measure(B: int, mix: str, tp: int, full_table: torch.Tensor, ceiling: float,
     # marginal time is that of 8 steps captured in one graph, over 8
     graph8_ms = graphed_ms(_repeat(run, n=8)) / 8
     n_latent = {"explicit": 0, "latent": B, "half": (B + 1) // 2}[mix]
-    # launch.COPY_LOGITS (off by default) on the issue's shape: a fresh step, the same inputs
-    copy_step = build(B, mix, table, v_start, v_len, dev)[0]
-    copy8_ms = with_copy(graphed_ms, _repeat(functools.partial(
-        _whole_step, copy_step, logits, rows, slots, tokens), n=8)) / 8 \
-        if tp == TP8 and n_latent else None
+    # the opt-ins (off by default) at the issue's shape, TP 8: a fresh step each, same inputs
+    flags = (("COPY_LOGITS",) if n_latent else ()) + ("PDL",) if tp == TP8 else ()
+    opt8_ms = {flag: with_flag(flag, graphed_ms, _repeat(functools.partial(
+        _whole_step, build(B, mix, table, v_start, v_len, dev)[0], logits, rows, slots, tokens),
+        n=8)) / 8 for flag in flags}
     nbytes = B * V * 4 + (v_len * H * 2 if n_latent else 0)
     dec = decode_ms(name, tp, ceiling)
     return {"B": B, "mix": mix, "tp": tp, "eager_ms": eager_ms, "graph_ms": graph_ms,
-            "graph8_ms": graph8_ms, "graph8_copy_ms": copy8_ms,
+            "graph8_ms": graph8_ms, "opt8_ms": opt8_ms,
             "host_us": host_us, "bytes": nbytes,
             "fraction": nbytes / (graph_ms * 1e-3) / (ceiling * 1e9),
             "decode_ms": dec, "latent_over_explicit": dec / (dec + graph_ms)}
 
 
-def with_copy(fn, *args):
-    """fn(*args) with launch.COPY_LOGITS on (the mixture reads the stats pass's rounded copy)."""
-    launch.COPY_LOGITS = True
+def with_flag(flag: str, fn, *args):
+    """fn(*args) with the opt-in launch.<flag> on: COPY_LOGITS (the mixture reads the stats
+    pass's rounded copy of the logits) or PDL (the mixture's dependent launch)."""
+    setattr(launch, flag, True)
     try:
         return fn(*args)
     finally:
-        launch.COPY_LOGITS = False
+        setattr(launch, flag, False)
 
 
 def graphed_ms(fn) -> float:
@@ -188,10 +190,9 @@ def markdown(rows: list[dict], name: str, ceiling: float) -> str:
                    f"{r['graph8_ms'] * 1e3:.1f} | "
                    f"{r['eager_ms'] * 1e3:.1f} | {r['host_us']:.0f} | {r['bytes'] / 1e6:.1f} | "
                    f"{r['fraction']:.2f} | {r['latent_over_explicit']:.3f} |")
-    out += [""] + [f"COPY_LOGITS on / off, TP {r['tp']} B {r['B']} {r['mix']}, in a graph of 8: "
-                   f"{r['graph8_copy_ms'] * 1e3:.1f} / {r['graph8_ms'] * 1e3:.1f} µs = "
-                   f"{r['graph8_copy_ms'] / r['graph8_ms']:.3f}"
-                   for r in rows if r.get("graph8_copy_ms")]
+    out += [""] + [f"{flag} on / off, TP {r['tp']} B {r['B']} {r['mix']}, in a graph of 8: "
+                   f"{ms * 1e3:.1f} / {r['graph8_ms'] * 1e3:.1f} µs = {ms / r['graph8_ms']:.3f}"
+                   for r in rows for flag, ms in r.get("opt8_ms", {}).items()]
     return "\n".join(out)
 
 
@@ -262,7 +263,8 @@ def dry_run() -> int:
                 tokens = torch.randint(100, 900, (B,))
                 check(step, logits, torch.arange(B), slots, tokens, table[:v_len], 0)
                 step = build(B, mix, table[:v_len], 0, v_len, table.device)[0]
-                with_copy(check, step, logits, torch.arange(B), slots, tokens, table[:v_len], 0)
+                with_flag("COPY_LOGITS", check, step, logits, torch.arange(B), slots, tokens,
+                          table[:v_len], 0)
                 print(f"dry run tp {tp} B {B} {mix}: outputs equal the torch state machine "
                       "(COPY_LOGITS off and on)")
     return 0

@@ -191,8 +191,9 @@ def cases() -> dict[str, Callable[[], None]]:
     out["step bf16 B=8 soft_topk"] = step_case(8, torch.bfloat16, topk=True)
     out["step fp16 B=8"] = step_case(8, torch.float16)
     for B in (8, 64):
-        out[f"step bf16 B={B} COPY_LOGITS"] = flag_on("swir_step.launch", "COPY_LOGITS",
-                                                      step_case(B, torch.bfloat16))
+        for flag in ("COPY_LOGITS", "PDL"):
+            out[f"step bf16 B={B} {flag}"] = flag_on("swir_step.launch", flag,
+                                                     step_case(B, torch.bfloat16))
     for tiles in STEP_CANDIDATES:  # the sweep's mixtures in 2-4 row blocks (64 rows)
         if tiles.block_r < 64:
             out[f"step mixture B=64 {tiles}"] = step_case(64, torch.bfloat16, tiles=tiles)

@@ -71,6 +71,9 @@ GPU_CHOICES = [
     ("step bf16 B=64 COPY_LOGITS", "_mix_kernel", lambda r: r["constexprs"]["COPY"] == "True"
      and re.search(PTX_BF16_DOT, r["ptx"])),
     ("step bf16 B=8 COPY_LOGITS", "_stats_kernel", lambda r: r["constexprs"]["COPY"] == "True"),
+    ("step bf16 B=8", "_mix_kernel", lambda r: "griddepcontrol" not in r["ptx"]),
+    ("step bf16 B=8 PDL", "_stats_kernel", lambda r: "griddepcontrol.launch_dependents" in r["ptx"]),
+    ("step bf16 B=64 PDL", "_mix_kernel", lambda r: "griddepcontrol.wait" in r["ptx"]),
     ("step bf16 B=1", "_stats_kernel", lambda r: r["constexprs"]["BLOCK"]
      == str(launch.STATS_TILES[16].block)),
     ("step bf16 B=1", "_update_kernel", lambda r: r["constexprs"]["BLOCK_R"] == "1"),

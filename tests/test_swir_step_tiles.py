@@ -1,19 +1,21 @@
 """The fused step's kernels at the GPU's tile shapes, under the Triton interpreter: stats chunks
 of several loads (the running max re-based between them), mixtures split over vocab, hidden
-and row blocks whose last program per tile sums the splits (tickets), and the opt-in copy of
-the logits the mixture can read (launch.COPY_LOGITS). The shared cases and the poisoned-buffer
-fixture are tests/test_swir_step.py's."""
+and row blocks whose last program per tile sums the splits (tickets), and the opt-ins: the
+copy of the logits the mixture can read (launch.COPY_LOGITS) and the mixture's dependent
+launch (launch.PDL, GPU only). The shared cases and the poisoned-buffer fixture are
+tests/test_swir_step.py's."""
 
 from __future__ import annotations
 
 import pytest
 import test_swir_step as base
 import torch
-from test_swir_step import EXP, LAT, WEIGHT, H, S, V, device_step, logits_case
+from test_swir_step import EXP, LAT, TOKENS, WEIGHT, H, S, V, X, device_step, logits_case
 
 from rio_kernels.swir_step import launch
 from rio_kernels.swir_step.ref import lse_entropy_ref, mix_ref
 from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
+from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.spec import ReasoningSpec
 
 
@@ -113,3 +115,48 @@ def test_mixed_batch_with_the_logits_copy_equals_the_reference(monkeypatch):
     """The whole step with COPY_LOGITS, against the single-request reference (fp16 tables)."""
     monkeypatch.setattr(launch, "COPY_LOGITS", True)
     base.test_mixed_batch_equals_single_request_reference(torch.float16, seed=2)
+
+
+def test_step_pdl_never_reaches_the_interpreter(monkeypatch):
+    """launch.PDL on a CPU: the interpreter has no griddepcontrol; the step is unchanged."""
+    monkeypatch.setattr(launch, "PDL", True)
+    base.test_mixed_batch_equals_single_request_reference(torch.float32, seed=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("flag", ["COPY_LOGITS", "PDL"])
+def test_gpu_step_opt_ins_give_the_same_bits(monkeypatch, flag):
+    """A Rio TP 8 shard in bf16, latent / switch / explicit rows: two steps with the opt-in on
+    give the same tokens, next inputs and state as with it off, eager and (the second step)
+    replayed from a CUDA graph."""
+    B, v = 8, 31_040
+    g = torch.Generator(device="cuda").manual_seed(1)
+    table = (torch.randn(v, 4096, device="cuda", generator=g) * 0.02).bfloat16()
+    logits = torch.randn(B, 8 * v, device="cuda", generator=g) * 4
+    specs = [ReasoningSpec(mode=(LAT, S, EXP)[i % 3], window=1) for i in range(B)]
+
+    def two_steps(on: bool, graphed: bool):
+        monkeypatch.setattr(launch, flag, on)
+        step = DeviceStep(B, TOKENS, 8 * v, table, 0, v, table[:3])
+        step.admit(list(range(B)), specs, [8] * B)
+        rows, tokens = torch.arange(B, device="cuda"), torch.full((B,), X, device="cuda")
+
+        def once():
+            step.post(step.pre(logits, rows, rows), tokens)
+        once()  # compiles
+        if graphed:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                once()
+            graph.replay()
+        else:
+            once()
+        torch.cuda.synchronize()
+        return (tokens, step.tables.pending, step.tables.use, step.state.ints,
+                step.tables.tickets)
+
+    want = two_steps(False, False)
+    for graphed in (False, True):
+        got = two_steps(True, graphed)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), (flag, graphed)
+        assert not got[-1].any()  # the tickets are back at 0

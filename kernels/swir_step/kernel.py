@@ -10,7 +10,9 @@ Called by `rio_sglang.runtime.step` around SGLang's sampler; its plain-torch twi
    shard of the embedding, fp32, for rows that `need` it; a program whose rows need none exits
    after reading their flags. With `launch.COPY_LOGITS`, z comes from a copy of the shard's
    logits in the table's dtype that pass 1 writes for latent / switch rows (the values the
-   mixture rounds them to anyway: the same bits, half the bytes re-read per hidden block). The last V split of each tile (a ticket again) sums the splits in
+   mixture rounds them to anyway: the same bits, half the bytes re-read per hidden block).
+   With `launch.PDL` (Hopper), the mixture is a programmatic dependent launch of pass 1: it is
+   set up while pass 1 runs and waits (griddepcontrol) before it reads pass 1's results. The last V split of each tile (a ticket again) sums the splits in
    order (deterministic) into one [R, H] mixture.
 3. `update` (after sampling; update.py): the state machine per row, the emitted token, and the
    next input (mixture + delimiter blend, one rounding) published into the slot's buffer.
@@ -117,8 +119,10 @@ def _stats_kernel(
     logits_ptr, rows_ptr, slots_ptr, ints_ptr, floats_ptr, m_ptr, s_ptr, t_ptr, row_ptr,
     need_ptr, ticket_ptr, copy_ptr, V, stride_b, NC, NI, NF, V_START, V_LEN,
     NCP: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, ROUND_TYPE: tl.constexpr,
-    COPY: tl.constexpr,
+    COPY: tl.constexpr, PDL: tl.constexpr,
 ):
+    if PDL:  # the mixture may launch once every stats program has started; it waits for us
+        tl.extra.cuda.gdc_launch_dependents()
     r = tl.program_id(0)
     chunk = tl.program_id(1)
     base = logits_ptr + tl.load(rows_ptr + r).to(tl.int64) * stride_b
@@ -170,9 +174,11 @@ def _stats_kernel(
 def _mix_kernel(
     logits_ptr, rows_ptr, row_ptr, need_ptr, table_ptr, part_ptr, mix_ptr, ticket_ptr, copy_ptr,
     R, stride_b, stride_t, V_START, V_LEN, H, split_len,
-    ROUND_TYPE: tl.constexpr, BF16X2: tl.constexpr, COPY: tl.constexpr,
+    ROUND_TYPE: tl.constexpr, BF16X2: tl.constexpr, COPY: tl.constexpr, PDL: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
+    if PDL:  # launched early (programmatic dependent launch): the stats pass's results first
+        tl.extra.cuda.gdc_wait()
     rb = tl.program_id(0)  # fastest: a tile's row blocks run side by side and share its loads
     pid_h = tl.program_id(1)
     split = tl.program_id(2)

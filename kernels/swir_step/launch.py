@@ -65,6 +65,10 @@ class PreSample:
 # bytes re-read for every hidden block at 16-bit tables. Off until a GPU run shows it faster:
 # bench/bench_reasoning_step.py times latent rows at TP 8 both ways.
 COPY_LOGITS = False
+# Programmatic dependent launch (Hopper) of the mixture after the stats pass: the mixture's
+# launch overlaps the stats pass, which saves part of a kernel boundary on every step. Off
+# until a GPU run times it (bench_reasoning_step, TP 8); never under the interpreter.
+PDL = False
 
 
 def interpreted() -> bool:
@@ -106,6 +110,7 @@ def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tab
     assert logits.stride(1) == 1
     R = rows.numel()
     assert R <= tables.ints.shape[0], "more stepping rows than slots"
+    pdl = PDL and not interpreted()
     if tiles is None:
         tiles = StatsTiles(K.CHUNK, K.BLOCK, 4) if interpreted() else STATS_TILES[
             16 if R <= 16 else 64]
@@ -120,7 +125,8 @@ def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tab
             m if copy is None else copy, vocab, logits.stride(0), nc, tables.ints.stride(0),
             tables.floats.stride(0), v_start, 0 if copy is None else copy.shape[1],
             NCP=triton.next_power_of_2(nc), CHUNK=chunk, BLOCK=tiles.block,
-            ROUND_TYPE=_ROUND[dtype], COPY=copy is not None, num_warps=tiles.num_warps)
+            ROUND_TYPE=_ROUND[dtype], COPY=copy is not None, PDL=pdl,
+            num_warps=tiles.num_warps)
     return m, s, t, row, need
 
 
@@ -181,6 +187,7 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
     FLOPs: 2 * R_pad * v_len * H (x2 with bf16 tables: p is split into two bf16 halves)."""
     dtype = table.dtype
     R, H = rows.numel(), table.shape[1]
+    pdl = PDL and not interpreted()
     copy = buffers.empty((R, v_len), dtype, logits.device) if COPY_LOGITS else None
     m, s, t, row, need = row_stats(logits, rows, slots, tables, vocab, dtype, copy=copy,
                                    v_start=v_start)
@@ -204,7 +211,7 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
             tables.tickets[tables.ints.shape[0]:], row if copy is None else copy, R,
             logits.stride(0), table.stride(0), v_start, v_len, H, split_len,
             ROUND_TYPE=_ROUND[dtype], BF16X2=dtype == torch.bfloat16 and not interpreted(),
-            COPY=copy is not None,
+            COPY=copy is not None, PDL=pdl, launch_pdl=pdl,
             BLOCK_R=block_r, BLOCK_V=block_v, BLOCK_H=block_h,
             num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     return PreSample(rows, slots, m, s, t, row, need, mix, sparse)

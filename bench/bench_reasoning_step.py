@@ -230,13 +230,20 @@ def main(argv: list[str] | None = None) -> int:
             for mix in MIXES:
                 rows.append(measure(B, mix, tp, table, ceiling, name))
                 r = rows[-1]
+                opt = "".join(f" {flag} on {ms * 1e3:.1f} us/step"
+                              for flag, ms in r["opt8_ms"].items())
                 print(f"tp {tp} B {B:>2} {mix:<8} graph {r['graph_ms'] * 1e3:8.1f} us "
                       f"x8 {r['graph8_ms'] * 1e3:8.1f} us/step "
                       f"eager {r['eager_ms'] * 1e3:8.1f} us host {r['host_us']:6.0f} us "
-                      f"frac {r['fraction']:.2f} ratio {r['latent_over_explicit']:.3f}",
+                      f"frac {r['fraction']:.2f} ratio {r['latent_over_explicit']:.3f}{opt}",
                       flush=True)
-    text = markdown(rows, name, ceiling)
-    print(text)
+                save(rows, name, ceiling, tuned, split)  # a run cut short keeps its rows
+    print(markdown(rows, name, ceiling))
+    return 0
+
+
+def save(rows: list[dict], name: str, ceiling: float, tuned: list[dict], split: list[dict]):
+    """$OUT (or .)/reasoning_step.json and .md: the rows so far, the sweep, the parts, tiles."""
     out = os.environ.get("OUT", ".")
     with open(os.path.join(out, "reasoning_step.json"), "w") as f:
         json.dump({"device": name, "copy_gbs": ceiling, "rows": rows, "sweep": tuned,
@@ -245,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                    "stats_tiles": {k: v.__dict__ for k, v in launch.STATS_TILES.items()}}, f,
                   indent=1)
     with open(os.path.join(out, "reasoning_step.md"), "w") as f:
-        f.write(text + "\n")
-    return 0
+        f.write(markdown(rows, name, ceiling) + "\n")
 
 
 def dry_run() -> int:

@@ -31,7 +31,7 @@ start=$SECONDS
 # shellcheck disable=SC2086
 OUT="$OUT" timeout 150 python3 -m bench.bench_reasoning_step ${RIO_BENCH_ARGS:---parts --sweep} \
   >"$OUT/bench_reasoning_step.log" 2>&1 || rc=1
-grep -v "^sweep B\|^tp " "$OUT/bench_reasoning_step.log" | tail -45
+grep -v "^sweep B\|^tp " "$OUT/bench_reasoning_step.log" | tail -70
 echo "bench_reasoning_step: $((SECONDS - start)) s"
 start=$SECONDS
 OUT="$OUT/moe" timeout 170 bash kernels/fused_moe/gpu_check.sh \

@@ -116,8 +116,8 @@ def measure(B: int, mix: str, tp: int, full_table: torch.Tensor, ceiling: float,
     if B in (1, 64) and mix == "half":  # a CPU check costs seconds at these shapes
         check(step, logits, rows, slots, tokens, table, v_start)
         if tp == TP8:  # where COPY_LOGITS is timed
-            with_flag("COPY_LOGITS", check, build(B, mix, table, v_start, v_len, dev)[0],
-                      logits, rows, slots, tokens, table, v_start)
+            opt_in("COPY_LOGITS", check, build(B, mix, table, v_start, v_len, dev)[0],
+                   logits, rows, slots, tokens, table, v_start)
 
     run = functools.partial(_whole_step, step, logits, rows, slots, tokens)
 
@@ -135,9 +135,13 @@ def measure(B: int, mix: str, tp: int, full_table: torch.Tensor, ceiling: float,
     n_latent = {"explicit": 0, "latent": B, "half": (B + 1) // 2}[mix]
     # the opt-ins (off by default) at the issue's shape, TP 8: a fresh step each, same inputs
     flags = (("COPY_LOGITS",) if n_latent else ()) + ("PDL",) if tp == TP8 else ()
-    opt8_ms = {flag: with_flag(flag, graphed_ms, _repeat(functools.partial(
-        _whole_step, build(B, mix, table, v_start, v_len, dev)[0], logits, rows, slots, tokens),
-        n=8)) / 8 for flag in flags}
+    opt8_ms = {}
+    for flag in flags:
+        ms = opt_in(flag, graphed_ms, _repeat(functools.partial(
+            _whole_step, build(B, mix, table, v_start, v_len, dev)[0], logits, rows, slots,
+            tokens), n=8))
+        if ms is not None:
+            opt8_ms[flag] = ms / 8
     nbytes = B * V * 4 + (v_len * H * 2 if n_latent else 0)
     dec = decode_ms(name, tp, ceiling)
     return {"B": B, "mix": mix, "tp": tp, "eager_ms": eager_ms, "graph_ms": graph_ms,
@@ -155,6 +159,25 @@ def with_flag(flag: str, fn, *args):
         return fn(*args)
     finally:
         setattr(launch, flag, False)
+
+
+_BROKEN: set[str] = set()  # opt-ins that failed a check or a launch in this run
+
+
+def opt_in(flag: str, fn, *args):
+    """with_flag(flag, fn, *args), or None where the opt-in failed its check or raised (reported
+    once, then skipped): an opt-in must not cost the run its table."""
+    if flag in _BROKEN:
+        return None
+    try:
+        return with_flag(flag, fn, *args)
+    except Exception:  # noqa: BLE001 (reported; the default path's rows go on)
+        import traceback
+
+        traceback.print_exc()
+        print(f"{flag}: FAILED (wrong or refused), not timed further", flush=True)
+        _BROKEN.add(flag)
+        return None
 
 
 def graphed_ms(fn) -> float:
@@ -193,6 +216,8 @@ def markdown(rows: list[dict], name: str, ceiling: float) -> str:
     out += [""] + [f"{flag} on / off, TP {r['tp']} B {r['B']} {r['mix']}, in a graph of 8: "
                    f"{ms * 1e3:.1f} / {r['graph8_ms'] * 1e3:.1f} µs = {ms / r['graph8_ms']:.3f}"
                    for r in rows for flag, ms in r.get("opt8_ms", {}).items()]
+    if _BROKEN:
+        out.append(f"opt-ins FAILED (wrong or refused), not timed: {', '.join(sorted(_BROKEN))}")
     return "\n".join(out)
 
 

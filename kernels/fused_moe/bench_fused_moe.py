@@ -170,6 +170,8 @@ def markdown(meta: dict, rows: list[dict], sweep: list[str] = ()) -> str:
         if "ms" in r:
             roof = f"{r['roof']:.2f}" if r.get("roof") else "-"
             cells = f"{r['ms']:.4f} | {r['frac']:.2f} | {r['tflops']:.1f} | {roof}"
+        elif "refused" in r:
+            cells = f"REFUSED ({r['refused']}) | - | - | -"
         elif "share" in r:
             cells = f"{r['align_ms']:.4f} | share of the call {r['share']:.2f} | - | -"
         else:
@@ -236,8 +238,13 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
                         call_ms = r.get("ms")
                 if small and T <= GRAPH_MAX_T:  # the down kernel's dependent launch, A/B
                     flag = "off" if small_t.PDL else "on"
-                    b.measure({**base, "kernel": f"{kernel}, PDL {flag}"},
-                              flipped(small_t, "PDL", fn), refs[a8], flops, nbytes, True)
+                    try:  # an opt-in that the card or this Triton refuses must not end the run
+                        b.measure({**base, "kernel": f"{kernel}, PDL {flag}"},
+                                  flipped(small_t, "PDL", fn), refs[a8], flops, nbytes, True)
+                    except Exception as e:  # noqa: BLE001 (reported in the row)
+                        b.rows.append({**base, "kernel": f"{kernel}, PDL {flag}",
+                                       "max_err": float("nan"), "refused": repr(e)[:200]})
+                        print(json.dumps(b.rows[-1]), flush=True)
         if T > GRAPH_MAX_T:  # w8a16 prefill with the other block-scale placement (grouped.py)
             flops, nbytes = moe_flops_bytes(T, H, inter, E, TOPK, 2, 1, BLOCK, ep_size=ep)
             fn = flipped(grouped, "SCALE_DOTS", functools.partial(

@@ -28,7 +28,7 @@ import time
 import torch
 from triton.testing import do_bench
 
-from rio_kernels.benchmark import copy_ceiling_gbs
+from rio_kernels.benchmark import copy_ceiling_gbs, flag_set
 from rio_kernels.swir_step import launch
 from rio_kernels.swir_step.layout import INT_COL
 from rio_sglang.reasoning.device import DeviceStep
@@ -154,11 +154,8 @@ def measure(B: int, mix: str, tp: int, full_table: torch.Tensor, ceiling: float,
 def with_flag(flag: str, fn, *args):
     """fn(*args) with the opt-in launch.<flag> on: COPY_LOGITS (the mixture reads the stats
     pass's rounded copy of the logits) or PDL (the mixture's dependent launch)."""
-    setattr(launch, flag, True)
-    try:
+    with flag_set(launch, flag, True):
         return fn(*args)
-    finally:
-        setattr(launch, flag, False)
 
 
 _BROKEN: set[str] = set()  # opt-ins that failed a check or a launch in this run
@@ -272,7 +269,7 @@ def save(rows: list[dict], name: str, ceiling: float, tuned: list[dict], split: 
     out = os.environ.get("OUT", ".")
     with open(os.path.join(out, "reasoning_step.json"), "w") as f:
         json.dump({"device": name, "copy_gbs": ceiling, "rows": rows, "sweep": tuned,
-                   "parts": split,
+                   "parts": split, "broken": sorted(_BROKEN),
                    "tiles": {k: v.__dict__ for k, v in launch.GPU_TILES.items()},
                    "stats_tiles": {k: v.__dict__ for k, v in launch.STATS_TILES.items()}}, f,
                   indent=1)

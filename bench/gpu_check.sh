@@ -5,6 +5,7 @@
 # at most 8 files).
 # Usage from the repository root: OUT=/some/dir bash bench/gpu_check.sh
 # RIO_BENCH_ARGS: bench_reasoning_step's flags (default --parts --sweep; see its docstring).
+# Last: bench/verdicts.py's lines (which opt-ins and tiles the run supports turning on).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -24,7 +25,7 @@ start=$SECONDS
 # machine's older transformers may lack; these tests need none of it.
 timeout 90 python3 -m pytest -q --noconftest -p no:cacheprovider -m gpu \
   tests/test_swir_step.py tests/test_swir_step_tiles.py tests/test_reasoning_state.py \
-  kernels/entropy kernels/soft_embed \
+  kernels/entropy kernels/soft_embed --junitxml "$OUT/gpu_tests.xml" \
   >"$OUT/gpu_tests.log" 2>&1 || rc=1
 tail -3 "$OUT/gpu_tests.log"; echo "step gpu tests: $((SECONDS - start)) s"
 start=$SECONDS
@@ -37,5 +38,7 @@ start=$SECONDS
 OUT="$OUT/moe" timeout 170 bash kernels/fused_moe/gpu_check.sh \
   >"$OUT/fused_moe.log" 2>&1 || rc=1
 tail -60 "$OUT/fused_moe.log"; echo "fused_moe: $((SECONDS - start)) s"
+# What the run decides for the opt-ins and the tiles (bench/verdicts.py; nothing is flipped here)
+python3 -m bench.verdicts "$OUT" 2>&1 | tee "$OUT/verdicts.txt"
 (cd "$OUT" && tar czf all.tgz --exclude all.tgz .)
 exit $rc

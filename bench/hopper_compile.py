@@ -118,13 +118,10 @@ def flag_on(module: str, flag: str, run: Callable[[], None]) -> Callable[[], Non
     def flagged() -> None:
         import importlib
 
-        mod = importlib.import_module(f"rio_kernels.{module}")
-        old = getattr(mod, flag)
-        setattr(mod, flag, True)
-        try:
+        from rio_kernels.benchmark import flag_set
+
+        with flag_set(importlib.import_module(f"rio_kernels.{module}"), flag, True):
             run()
-        finally:
-            setattr(mod, flag, old)
     return flagged
 
 

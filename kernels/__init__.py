@@ -22,3 +22,12 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], objec
         return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
 
     return __getattr__
+
+
+def interpreted() -> bool:
+    """Triton interprets (TRITON_INTERPRET=1, CPU tensors) rather than compiles for a GPU. The
+    kernels' GPU choices (tiles, tuned tables, PDL, tensor-core formats) follow this, not the
+    tensors' device, so that bench/hopper_compile.py compiles the GPU launches without a GPU."""
+    import triton
+
+    return triton.knobs.runtime.interpret

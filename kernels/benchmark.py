@@ -5,7 +5,24 @@ passes before it is timed.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from types import ModuleType
+
 import torch
+
+
+@contextlib.contextmanager
+def flag_set(module: ModuleType, flag: str, value: bool) -> Iterator[None]:
+    """module.flag = value inside the block, the old value back after it, raise or not: how a
+    benchmark or bench/hopper_compile.py runs an opt-in GPU path (small_t.PDL, launch.COPY_LOGITS,
+    grouped.SCALE_DOTS)."""
+    old = getattr(module, flag)
+    setattr(module, flag, value)
+    try:
+        yield
+    finally:
+        setattr(module, flag, old)
 
 
 def copy_ceiling_gbs(device: str = "cuda", nbytes: int = 1 << 30) -> float:

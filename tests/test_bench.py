@@ -83,6 +83,55 @@ def test_moe_roofline_by_hand(I, T, bound):
         assert 225 < flops / ms / 1e9 < 245 and e_hit == pytest.approx(E)
 
 
+class _Flags:
+    FLAG = False
+
+
+def _boom():
+    raise RuntimeError("refused")
+
+
+@pytest.mark.parametrize("value, fn, raises", [
+    (True, lambda: _Flags.FLAG, None), (False, lambda: _Flags.FLAG, None),
+    (True, _boom, RuntimeError),
+])
+def test_flag_set_restores_the_flag(value, fn, raises):
+    """The benches' and the sm_90 compile check's opt-in switch: the flag holds `value` inside,
+    and its old value after, whether the run returned or raised."""
+    from rio_kernels.benchmark import flag_set
+
+    for old in (False, True):
+        _Flags.FLAG = old
+        if raises:
+            with pytest.raises(raises), flag_set(_Flags, "FLAG", value):
+                fn()
+        else:
+            with flag_set(_Flags, "FLAG", value):
+                assert fn() is value
+        assert _Flags.FLAG is old
+
+
+def test_step_bench_skips_a_failed_opt_in(monkeypatch, capsys):
+    """bench_reasoning_step: an opt-in that raises is reported once, skipped after, and left
+    off; one that runs returns its result with the flag on."""
+    import bench.bench_reasoning_step as bench
+    from rio_kernels.swir_step import launch
+
+    monkeypatch.setattr(bench, "_BROKEN", set())
+    calls = []
+
+    def failing():
+        calls.append(launch.PDL)
+        raise RuntimeError("refused")
+
+    assert bench.opt_in("PDL", failing) is None
+    assert bench.opt_in("PDL", failing) is None  # skipped: not run again
+    assert calls == [True] and launch.PDL is False
+    assert capsys.readouterr().out.count("PDL: FAILED") == 1
+    assert bench.opt_in("COPY_LOGITS", lambda: launch.COPY_LOGITS) is True
+    assert launch.COPY_LOGITS is False
+
+
 @pytest.mark.gpu
 def test_copy_bandwidth_is_measured():
     from bench.roofline import measure_copy_gbs

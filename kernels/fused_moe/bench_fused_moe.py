@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from ..benchmark import copy_ceiling_gbs, matmul_peak_tflops, roofline_ms
+from ..benchmark import copy_ceiling_gbs, flag_set, matmul_peak_tflops, roofline_ms
 from . import align, fp8, grouped, small_t
 from .kernel import fused_moe, moe_flops_bytes, pick_config
 from .ref import fused_moe_ref, w8a8_errors
@@ -278,11 +278,8 @@ def flipped(module, flag: str, fn):
     """fn run with the bool module.flag flipped (grouped.SCALE_DOTS: w8a16 block scales on the
     tiles instead of the dots, or the reverse; small_t.PDL: the down kernel's dependent launch)."""
     def run():
-        setattr(module, flag, not getattr(module, flag))
-        try:
+        with flag_set(module, flag, not getattr(module, flag)):
             return fn()
-        finally:
-            setattr(module, flag, not getattr(module, flag))
     return run
 
 

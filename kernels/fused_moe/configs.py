@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 
 import torch
-import triton
+
+from .. import interpreted
 
 TABLES_DIR = os.path.join(os.path.dirname(__file__), "configs")
 
@@ -76,7 +77,7 @@ def pick_config(T: int, topk: int, E: int, device: torch.device, inter_size: int
                 weight_dtype: torch.dtype | None = None) -> MoeConfig:
     """Tiles for T tokens routed top-k over E local experts of width inter_size on this device:
     the device's tuned table when it has a row for (E, I, weight dtype), else GPU_CONFIGS."""
-    if triton.knobs.runtime.interpret:
+    if interpreted():
         return INTERPRET_CONFIG
     if inter_size is not None and weight_dtype is not None:
         table = load_table(device_name(device))

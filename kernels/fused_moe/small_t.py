@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import buffers
+from .. import buffers, interpreted
 from .scales import Scales, fit_block_n, k_scales, n_scales
 
 SMALL_T_MAX_PAIRS = 640  # T * topk at or below this takes the small-T path, I <= NARROW_I
@@ -223,7 +223,7 @@ def gemv_tiles(rows: int, n: int, k: int, limit: int, slots: int, nbytes: int,
 
     Interpreted (CPU), each program costs Python time: the widest tiles instead.
     """
-    if triton.knobs.runtime.interpret:
+    if interpreted():
         block_n = min(triton.next_power_of_2(n), 64, limit)
         return block_n, min(triton.next_power_of_2(k), 256)
     limit = min(limit, cfg.max_block_n)
@@ -250,7 +250,7 @@ def small_t_moe(x, w13, w2, topk_weights, topk_ids, expert_map, s13: Scales, s2:
     ids = topk_ids.reshape(P)
     emap = expert_map if expert_map is not None else ids  # placeholder pointer when unused
     routing = {"HAS_MAP": expert_map is not None}
-    pdl = PDL and not triton.knobs.runtime.interpret
+    pdl = PDL and not interpreted()
     inter = buffers.empty((P, I), torch.float32, x.device)
     cfg = TILES["gate_up", min(w13.element_size(), 2)]
     bn, bk = gemv_tiles(P, I, H, fit_block_n(64, s13, I), 2, w13.element_size(), cfg)

@@ -12,8 +12,9 @@ Called by `rio_sglang.runtime.step` around SGLang's sampler; its plain-torch twi
    logits in the table's dtype that pass 1 writes for latent / switch rows (the values the
    mixture rounds them to anyway: the same bits, half the bytes re-read per hidden block).
    With `launch.PDL` (Hopper), the mixture is a programmatic dependent launch of pass 1: it is
-   set up while pass 1 runs and waits (griddepcontrol) before it reads pass 1's results. The last V split of each tile (a ticket again) sums the splits in
-   order (deterministic) into one [R, H] mixture.
+   set up while pass 1 runs and waits (griddepcontrol) before it reads pass 1's results.
+   The last V split of each tile (a ticket again) sums the splits in order (deterministic)
+   into one [R, H] mixture.
 3. `update` (after sampling; update.py): the state machine per row, the emitted token, and the
    next input (mixture + delimiter blend, one rounding) published into the slot's buffer.
 This file holds 1 and 2, the tiles, the state-table columns as compile-time constants and

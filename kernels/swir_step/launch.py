@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import buffers
+from .. import buffers, interpreted
 from . import kernel as K
 from . import update as U
 from .layout import STAT_FIELDS
@@ -71,11 +71,9 @@ COPY_LOGITS = False
 PDL = False
 
 
-def interpreted() -> bool:
-    """Triton interprets (TRITON_INTERPRET=1, CPU tensors) rather than compiles for a GPU: the
-    tiles and flags below follow this, not the tensors' device, so that bench/hopper_compile.py
-    can compile the GPU launches on a machine without one."""
-    return triton.knobs.runtime.interpret
+def pdl() -> bool:
+    """Whether the mixture is a dependent launch of the stats pass (PDL on, compiled)."""
+    return PDL and not interpreted()
 
 
 def ticket_count(slots: int, H: int) -> int:
@@ -110,7 +108,6 @@ def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tab
     assert logits.stride(1) == 1
     R = rows.numel()
     assert R <= tables.ints.shape[0], "more stepping rows than slots"
-    pdl = PDL and not interpreted()
     if tiles is None:
         tiles = StatsTiles(K.CHUNK, K.BLOCK, 4) if interpreted() else STATS_TILES[
             16 if R <= 16 else 64]
@@ -125,7 +122,7 @@ def row_stats(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, tab
             m if copy is None else copy, vocab, logits.stride(0), nc, tables.ints.stride(0),
             tables.floats.stride(0), v_start, 0 if copy is None else copy.shape[1],
             NCP=triton.next_power_of_2(nc), CHUNK=chunk, BLOCK=tiles.block,
-            ROUND_TYPE=_ROUND[dtype], COPY=copy is not None, PDL=pdl,
+            ROUND_TYPE=_ROUND[dtype], COPY=copy is not None, PDL=pdl(),
             num_warps=tiles.num_warps)
     return m, s, t, row, need
 
@@ -187,7 +184,7 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
     FLOPs: 2 * R_pad * v_len * H (x2 with bf16 tables: p is split into two bf16 halves)."""
     dtype = table.dtype
     R, H = rows.numel(), table.shape[1]
-    pdl = PDL and not interpreted()
+    dependent = pdl()
     copy = buffers.empty((R, v_len), dtype, logits.device) if COPY_LOGITS else None
     m, s, t, row, need = row_stats(logits, rows, slots, tables, vocab, dtype, copy=copy,
                                    v_start=v_start)
@@ -211,7 +208,7 @@ def pre_sample(logits: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor,
             tables.tickets[tables.ints.shape[0]:], row if copy is None else copy, R,
             logits.stride(0), table.stride(0), v_start, v_len, H, split_len,
             ROUND_TYPE=_ROUND[dtype], BF16X2=dtype == torch.bfloat16 and not interpreted(),
-            COPY=copy is not None, PDL=pdl, launch_pdl=pdl,
+            COPY=copy is not None, PDL=dependent, launch_pdl=dependent,
             BLOCK_R=block_r, BLOCK_V=block_v, BLOCK_H=block_h,
             num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     return PreSample(rows, slots, m, s, t, row, need, mix, sparse)

@@ -72,18 +72,15 @@ def step_ratios(data: dict, flag: str) -> tuple[list[float], list[str]]:
 
 def moe_ratios(data: dict) -> tuple[list[float], list[str]]:
     """small_t.PDL on / off ms ratios from bench_fused_moe's flipped rows (graphed small-T)."""
+    from rio_kernels.fused_moe.bench_fused_moe import pdl_pairs
+
     committed_on = bool(data.get("small_t_pdl"))
-    base = {(r["layout"], r["T"], r["kernel"]): r for r in data.get("rows", [])
-            if r.get("path") == "small" and r.get("mode") == "graph" and "ms" in r}
     ratios, failed = [], []
-    for r in data.get("rows", []):
-        kernel, _, state = r["kernel"].partition(", PDL ")
-        if not state:
-            continue
+    for kernel, state, r, kernel_base in pdl_pairs(data.get("rows", [])):
         where = f"{r['layout']} T={r['T']} {kernel}"
         if "refused" in r or not r.get("ok", False):
             failed.append(f"PDL {state} {'refused' if 'refused' in r else 'wrong'} at {where}")
-        elif (kernel_base := base.get((r["layout"], r["T"], kernel))) is not None:
+        elif kernel_base is not None:
             on, off = (kernel_base, r) if committed_on else (r, kernel_base)
             ratios.append(on["ms"] / off["ms"])
     return ratios, failed

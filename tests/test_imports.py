@@ -1,8 +1,10 @@
 """Importing our packages initialises no CUDA and imports no `sglang.srt` (SGLang forks later);
 what bench/gpu_check.sh runs on the device machines imports and collects without SGLang."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -32,14 +34,13 @@ def test_import_is_clean(mod):
 # FlashInfer or sgl-kernel), which cannot be installed there. The modules it runs with `-m` and
 # the test paths it hands pytest are read from the scripts, so a module or test added to them
 # is held to the same rule.
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 GPU_SCRIPTS = [ROOT / "bench" / "gpu_check.sh", ROOT / "kernels" / "fused_moe" / "gpu_check.sh"]
-NO_SGLANG = "import sys\nfor name in ('sglang', 'flashinfer', 'sgl_kernel'): sys.modules[name] = None\n"
+NO_SGLANG = ("import sys\n"
+             "for name in ('sglang', 'flashinfer', 'sgl_kernel'): sys.modules[name] = None\n")
 
 
 def _gpu_check_targets() -> tuple[list[str], list[str]]:
-    import re
-
     text = "\n".join(p.read_text() for p in GPU_SCRIPTS)
     modules = sorted(set(re.findall(r"-m ((?:bench|rio_kernels)\.[\w.]+)", text)))
     paths = sorted(set(re.findall(r"(?<![\w/])((?:tests/test_\w+\.py)|(?:kernels/\w+))(?=[\s\\])",
@@ -60,11 +61,10 @@ def test_the_gpu_check_runs_without_sglang():
     assert run.returncode == 0, run.stderr[-3000:]
     # the gpu tests as the scripts run them (--noconftest: tests/conftest.py needs SGLang)
     collect = NO_SGLANG + ("import pytest\nsys.exit(pytest.main(['--collect-only', '-q', "
-                           "'--noconftest', '-p', 'no:cacheprovider', '-m', 'gpu', *sys.argv[1:]]))")
+                           "'--noconftest', '-p', 'no:cacheprovider', '-m', 'gpu', "
+                           "*sys.argv[1:]]))")
     run = subprocess.run([sys.executable, "-c", collect, *paths], cwd=ROOT, capture_output=True,
                          text=True, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    import re
-
     selected = re.search(r"(\d+)/\d+ tests collected", run.stdout)
     assert selected and int(selected.group(1)) > 0, run.stdout[-3000:]

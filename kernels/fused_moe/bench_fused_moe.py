@@ -260,18 +260,22 @@ def run_layout(b: Bench, layout: str, experts: dict, tokens, anchor: bool, emap=
             time_align(b, layout, T, ids, num_e, inter, emap, call_ms)
 
 
-def pdl_ratios(rows: list[dict]) -> list[str]:
-    """One line per flipped-PDL row: the committed setting's graphed ms over the flipped one's."""
+def pdl_pairs(rows: list[dict]):
+    """(kernel, "on" | "off", flipped-PDL row, its committed graphed small-T row or None) for
+    each row that flipped small_t.PDL (also read by bench/verdicts.py)."""
     base = {(r["layout"], r["T"], r["kernel"]): r for r in rows
             if r.get("path") == "small" and r.get("mode") == "graph" and "ms" in r}
-    lines = []
     for r in rows:
         kernel, _, flag = r["kernel"].partition(", PDL ")
-        b = base.get((r["layout"], r["T"], kernel))
-        if flag and "ms" in r and b:
-            lines.append(f"{kernel} small-T with PDL {flag} / as committed (ms ratio, >1: "
-                         f"faster), {r['layout']} T={r['T']}: {b['ms'] / r['ms']:.3f}")
-    return lines
+        if flag:
+            yield kernel, flag, r, base.get((r["layout"], r["T"], kernel))
+
+
+def pdl_ratios(rows: list[dict]) -> list[str]:
+    """One line per flipped-PDL row: the committed setting's graphed ms over the flipped one's."""
+    return [f"{kernel} small-T with PDL {flag} / as committed (ms ratio, >1: faster), "
+            f"{r['layout']} T={r['T']}: {b['ms'] / r['ms']:.3f}"
+            for kernel, flag, r, b in pdl_pairs(rows) if "ms" in r and b]
 
 
 def flipped(module, flag: str, fn):

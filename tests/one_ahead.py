@@ -6,6 +6,18 @@ one core busy: overlapping the two saves most of every start but the first.
 
 from __future__ import annotations
 
+# A CPU server of a tiny checkpoint holds ~2.5 GiB over its processes (two ranks: twice that).
+# Two test workers each keep a session server and a module's servers up: a server is started
+# ahead only with this much memory free, so that the 24 GiB machines never run out; otherwise it
+# starts when its tests need it.
+AHEAD_MIN_AVAILABLE = 9 << 30
+
+
+def room_for_a_server() -> bool:
+    import psutil
+
+    return psutil.virtual_memory().available >= AHEAD_MIN_AVAILABLE
+
 
 def module_keys(request, fixture: str | None = None, then=()) -> list:
     """In the order this session runs them, the servers the requesting module's tests use: the
@@ -45,7 +57,7 @@ class OneAhead:
     def take(self, key) -> tuple | None:
         started = self.pending.pop(key) if key in self.pending else self.start(key)
         later = self.order[self.order.index(key) + 1:] if key in self.order else []
-        if later and later[0] not in self.pending:
+        if later and later[0] not in self.pending and room_for_a_server():
             self.pending[later[0]] = self.start(later[0])
         return started
 

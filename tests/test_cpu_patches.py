@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from rio_sglang.cpu.patches import state_scatter
 
@@ -51,3 +53,55 @@ def test_state_scatter_equals_the_loop(kind, dst_idx, steps, rows):
     state_scatter(dst, src, idx, st, src_rows)
     assert torch.equal(dst, want)
     assert torch.equal(dst, before) == (not any(s >= 0 for s in steps))  # the case wrote rows
+
+
+# --- the interpreter skips re-patching triton.language for helpers inside a running grid ---
+
+@triton.jit
+def _twice(x):
+    return x * 2.0
+
+
+@triton.jit
+def _twice_kernel(x_ptr, out_ptr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, _twice(tl.load(x_ptr + offs)) + tl.exp(tl.zeros([BLOCK], tl.float32)))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU interpreter's patch")
+def test_helpers_inside_a_grid_skip_the_repatch_and_compute_the_same(monkeypatch):
+    from triton.runtime import interpreter
+
+    from rio_sglang.cpu import patches
+
+    patches.skip_repatching_device_calls()  # idempotent: the root conftest applied it already
+    calls = []
+    real = interpreter._patch_lang
+    monkeypatch.setattr(interpreter, "_patch_lang", lambda fn: calls.append(fn) or real(fn))
+    x = torch.randn(64)
+    for launch in range(2):
+        calls.clear()
+        out = torch.empty(64)
+        _twice_kernel[(4,)](x, out, BLOCK=16)
+        assert torch.equal(out, x * 2 + 1)
+        # One patch for the grid; none for the calls of `_twice` (it sees tl, patched by the
+        # grid) or of tl.zeros (a jit helper that sees tl.core) in its 4 programs, but maybe
+        # one the first time tl.core is patched for good.
+        assert calls[0].__name__ == "_twice_kernel"
+        assert len(calls) == 1 or (launch == 0 and len(calls) == 2), calls
+
+
+def test_the_interpreter_still_patches_where_the_speed_up_assumes():
+    """The patch replaces InterpretedFunction.__call__ with its own tail and counts grids around
+    GridExecutor.__call__: fail loudly if Triton moves either `_patch_lang` call."""
+    import inspect
+
+    from triton.runtime import interpreter
+
+    device = inspect.getsource(interpreter.InterpretedFunction)
+    call = device[device.index("def __call__"):]
+    assert "_patch_lang(self.fn)\n        fn = self.rewrite()\n" in call
+    assert "return fn(*args, **kwargs)" in call and "raise InterpreterError(repr(e))" in call
+    grid = inspect.getsource(interpreter.GridExecutor)
+    assert "patch_scope = _patch_lang(self.fn)" in grid and "patch_scope.restore()" in grid
+    assert inspect.getsource(interpreter._patch_lang).count("fn.__globals__") == 1

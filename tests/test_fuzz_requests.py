@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psutil
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.server
 SEED = 14
 V, CONTEXT = 512, 4096  # the tiny checkpoint's vocabulary and context length (asserted below)
 IDS = [20, 30, 40]
+JSON_INVALID = "JSON decode error"  # SGLang's 400 for a body its strict JSON parser refuses
 NAN, INF = float("nan"), float("inf")  # sent as the JSON tokens NaN / Infinity
 CANARY = {"input_ids": [21, 31, 41, 51], "sampling_params": {
     "max_new_tokens": 4, "temperature": 0,
@@ -39,6 +42,8 @@ class Bad:
     path: str
     body: bytes
     stream: bool
+    names: str | None = None  # a spec row's: what its 400 names (`named`)
+    twin: bytes | None = None  # a spec row's: the same request with a valid spec (served)
 
 
 def deep(levels: int) -> dict:
@@ -48,9 +53,19 @@ def deep(levels: int) -> dict:
     return node
 
 
-def spec_values() -> list[tuple[str, dict]]:
-    """(label, spec) rows: every integer field at low - 1, high + 1, past the context or the
-    vocabulary, and at int32 / int64 edges; wrong types; fields of another mode; unknown keys."""
+def named(field: str, value=0) -> str:
+    """What a spec row's 400 must name: the field; where the value is NaN or +-Infinity, the
+    body's JSON itself (SGLang's strict parser refuses those tokens before any field is read)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return JSON_INVALID
+    return f"custom_params.{SPEC_KEY}.{field}:"
+
+
+def spec_values() -> list[tuple[str, object, str, dict]]:
+    """(label, spec, what its 400 names, a valid twin) rows: every integer field at
+    low - 1, high + 1, past the context or the vocabulary, and at int32 / int64 edges; wrong
+    types; fields of another mode; unknown keys. The twin differs only where the row is bad,
+    and is served: a row refused for another reason than its own cannot pass."""
     rows = []
     effective = {"soft_topk": V, **{f: CONTEXT for f in ("window", "termination_budget",
                                                          "thinking_budget", "cold_stop_steps")}}
@@ -61,22 +76,44 @@ def spec_values() -> list[tuple[str, dict]]:
         if name in effective:
             values.append(effective[name] + 1)
         for value in values:
-            rows.append((f"{name}={value!r}"[:40], {"mode": mode, name: value, **extra}))
+            rows.append((f"{name}={value!r}"[:40], {"mode": mode, name: value, **extra},
+                         named(name), {"mode": mode, name: low, **extra}))
     for name in ("alpha0", "beta0"):
         for value in (-0.01, 1.01, NAN, INF, -INF, "0.5", None):
-            rows.append((f"{name}={value!r}", {"mode": "switch", name: value}))
+            rows.append((f"{name}={value!r}", {"mode": "switch", name: value},
+                         named(name, value), {"mode": "switch", name: 0.5}))
+    cold = {"mode": "latent", "cold_stop_steps": 2}
     rows += [
-        ("mode=bogus", {"mode": "bogus"}), ("mode=3", {"mode": 3}), ("mode=list", {"mode": ["x"]}),
-        ("math=1", {"math_tokens_explicit": 1}), ("cold=nan", {
-            "mode": "latent", "cold_stop_threshold": NAN, "cold_stop_steps": 2}),
-        ("cold=-1", {"mode": "latent", "cold_stop_threshold": -1, "cold_stop_steps": 2}),
-        ("cold half", {"mode": "latent", "cold_stop_steps": 2}),
-        ("latent+max_switches", {"mode": "latent", "max_switches": 2}),
-        ("explicit+budget", {"mode": "explicit", "thinking_budget": 4}),
-        ("unknown key", {"mode": "switch", "surprise": 1}),
-        ("long unknown key", {"x" * 5000: 1}), ("deep value", {"mode": deep(200)}),
+        ("mode=bogus", {"mode": "bogus"}, named("mode"), {"mode": "switch"}),
+        ("mode=3", {"mode": 3}, named("mode"), {"mode": "latent"}),
+        ("mode=list", {"mode": ["x"]}, named("mode"), {"mode": "explicit"}),
+        ("math=1", {"math_tokens_explicit": 1}, named("math_tokens_explicit"),
+         {"math_tokens_explicit": False}),
+        ("cold=nan", {**cold, "cold_stop_threshold": NAN}, named("cold_stop_threshold", NAN),
+         {**cold, "cold_stop_threshold": 0.5}),
+        ("cold=-1", {**cold, "cold_stop_threshold": -1}, named("cold_stop_threshold"),
+         {**cold, "cold_stop_threshold": 0}),
+        ("cold half", cold, named("cold_stop_threshold"), {**cold, "cold_stop_threshold": 1.5}),
+        ("latent+max_switches", {"mode": "latent", "max_switches": 2}, named("max_switches"),
+         {"mode": "switch", "max_switches": 2}),
+        ("explicit+budget", {"mode": "explicit", "thinking_budget": 4}, named("thinking_budget"),
+         {"mode": "latent", "thinking_budget": 4}),
+        ("unknown key", {"mode": "switch", "surprise": 1}, named("surprise"), {"mode": "switch"}),
+        ("long unknown key", {"x" * 5000: 1}, named("x" * 64), {}),
+        ("deep value", {"mode": deep(200)}, named("mode"), {"mode": "switch"}),
     ]
-    return rows + [("spec=list", []), ("spec=str", "switch"), ("spec=null", None)]
+    return rows + [(f"spec={label}", spec, named(SPEC_KEY), {"mode": "latent"})
+                   for label, spec in (("list", []), ("str", "switch"), ("null", None))]
+
+
+def refusal_problem(status: int, text: str, names: str | None) -> str | None:
+    """What is wrong with a bad request's answer, or None: it must be a 4xx, and a spec row's
+    must name what `named` says (its field, or the body's JSON)."""
+    if not 400 <= status < 500:
+        return f"status {status}"
+    if names is not None and names not in text:
+        return f"does not name {names}"
+    return None
 
 
 SAMPLING = [  # (label, sampling params refused before the scheduler)
@@ -170,16 +207,20 @@ def image_bodies(url: str, stream: bool) -> list[tuple[str, dict]]:
                                stream=stream))]
 
 
+def spec_body(path: str, spec, stream: bool) -> dict:
+    custom = {SPEC_KEY: spec}
+    return generate_body({"custom_params": custom}, stream=stream) if path == GENERATE \
+        else openai_body(path, custom_params=custom, stream=stream)
+
+
 def bad_requests(rng: random.Random) -> list[Bad]:
     """Every table row once or more; where a row fits several endpoints or both streaming
     modes, the seed picks (spec rows) or all are sent (ids, images, raw bytes)."""
     out = []
-    for label, spec in spec_values():
+    for label, spec, names, twin in spec_values():
         path, stream = rng.choice((GENERATE, COMPLETIONS, CHAT)), rng.random() < 0.5
-        custom = {SPEC_KEY: spec}
-        body = generate_body({"custom_params": custom}, stream=stream) if path == GENERATE \
-            else openai_body(path, custom_params=custom, stream=stream)
-        out.append(Bad(f"spec {label}", path, dumps(body), stream))
+        out.append(Bad(f"spec {label}", path, dumps(spec_body(path, spec, stream)), stream, names,
+                       dumps(spec_body(path, twin, stream))))
     for stream in (False, True):
         out += [Bad(f"sampling {label}", GENERATE, dumps(generate_body(sp, stream=stream)), stream)
                 for label, sp in SAMPLING]
@@ -260,8 +301,56 @@ def test_bad_requests_are_4xx_and_the_server_lives_on(server):
         except requests.ConnectionError as e:
             wrong.append((bad.label, bad.path, bad.stream, f"connection: {e}"))
             continue
-        if not 400 <= r.status_code < 500:
-            wrong.append((bad.label, bad.path, bad.stream, r.status_code, r.text[:160]))
+        problem = refusal_problem(r.status_code, r.text, bad.names)
+        if problem:
+            wrong.append((bad.label, bad.path, bad.stream, problem, r.text[:160]))
     assert not wrong, (f"seed {SEED}", wrong, server.log_tail(30))
+    # One request per distinct twin (rows of one field share theirs: {"window": 1} for each bad
+    # window sent the same way).
+    twins = list({(bad.path, bad.twin): bad for bad in bads if bad.twin is not None}.values())
+    print(f"{len(twins)} distinct valid twins")
+    with ThreadPoolExecutor(8) as pool:  # batched by the scheduler: 8 running requests
+        served = list(pool.map(lambda bad: served_problem(server, bad), twins))
+    unserved = [(bad.label, bad.path, bad.stream, p) for bad, p in zip(twins, served) if p]
+    assert not unserved, (f"seed {SEED}: valid twins of spec rows not served", unserved)
     assert processes(server) == pids
     assert canary(server) == before
+
+
+def served_problem(server, bad: Bad) -> str | None:
+    """None where `bad`'s valid twin is answered 200 (a stream: its chunks, then [DONE])."""
+    r = requests.post(server.url + bad.path, data=bad.twin, timeout=600,
+                      headers={"Content-Type": "application/json"})
+    if r.status_code != 200:
+        return f"{r.status_code}: {r.text[:200]}"
+    if bad.stream and (not r.text.rstrip().endswith("data: [DONE]") or '"error"' in r.text):
+        return f"stream: {r.text[-200:]}"
+    return None
+
+
+def test_a_token_id_completion_is_served(server):
+    """/v1/completions takes a prompt of token ids (the body every completions row builds on)."""
+    r = requests.post(server.url + COMPLETIONS, json=openai_body(COMPLETIONS), timeout=300)
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["usage"]["prompt_tokens"] == len(IDS)
+    assert r.json()["usage"]["completion_tokens"] == 2
+
+
+WINDOW = named("window")
+REFUSALS = [  # (status, body, names, problem or None): the verdict's own table, planted faults
+    (400, f"custom_params.{SPEC_KEY}.window: must lie in [1, 16777216]", WINDOW, None),
+    (400, f"custom_params.{SPEC_KEY}.mode: must be one of", WINDOW, "does not name"),
+    (400, f"custom_params.{SPEC_KEY}.windows: unknown key", WINDOW, "does not name"),
+    (400, f"'msg': '{JSON_INVALID}'", WINDOW, "does not name"),
+    (400, f"'msg': '{JSON_INVALID}'", named("alpha0", NAN), None),
+    (400, "max_new_tokens: must be >= 0", WINDOW, "does not name"),
+    (422, "input_ids: not a list", None, None),
+    (500, f"custom_params.{SPEC_KEY}.window: oops", WINDOW, "status 500"),
+    (200, "{}", None, "status 200"),
+]
+
+
+@pytest.mark.parametrize("status,text,names,problem", REFUSALS)
+def test_refusal_verdict(status, text, names, problem):
+    got = refusal_problem(status, text, names)
+    assert (got is None) if problem is None else (got is not None and got.startswith(problem))

@@ -29,6 +29,10 @@ from rio_sglang.tiny import write_tiny_checkpoint
 pytestmark = pytest.mark.server
 NEW = 8
 PROMPT_LENGTHS = (1, 17, 60)
+# Each prompt's greedy tokens keep a top-2 gap of at least 2 * MIN_MARGIN on every preset. Seed 17
+# for the 17-token prompt was a near-tie on tiny-deep (a gap of 0.0156 at its 5th token in one
+# run, one fp16 step).
+LENGTH_SEEDS = {1: 1, 17: 1017, 60: 60}
 PRESETS = ["tiny", "tiny-deep", "tiny-wide"]
 
 
@@ -77,13 +81,15 @@ def generate(srv, ids: list[int], **extra) -> dict:
 def test_greedy_tokens_equal_transformers(preset_server, length):
     _, ckpt, srv = preset_server
     assert SERVING_MARK in srv.log_path.read_text()
-    ids = prompt(length, seed=length)
+    ids = prompt(length, seed=LENGTH_SEEDS[length])
     assert generate(srv, ids)["output_ids"] == hf_greedy(ckpt, ids, NEW)
 
 
 def test_concurrent_batch_equals_transformers(preset_server):
     _, ckpt, srv = preset_server
-    prompts = [prompt(n, seed=100 + n) for n in (3, 9, 14, 22)]
+    # Seeds 800 + n: every greedy token of every preset keeps a top-2 gap >= 2 * MIN_MARGIN.
+    # With 100 + n, tiny-wide's 3-token prompt tied at its third token (0.0156, one fp16 step).
+    prompts = [prompt(n, seed=800 + n) for n in (3, 9, 14, 22)]
     with ThreadPoolExecutor(len(prompts)) as pool:
         got = list(pool.map(lambda ids: generate(srv, ids)["output_ids"], prompts))
     assert got == [hf_greedy(ckpt, ids, NEW) for ids in prompts]

@@ -157,7 +157,9 @@ def test_switching_reasoning_equals_the_reference(parallel_server, case):
 
 def test_concurrent_greedy_equals_transformers(parallel_server):
     ckpt, srv, *_ = parallel_server
-    prompts = [[13 + (7 * i + 3 * j) % 480 for j in range(n)] for i, n in enumerate((17, 5))]
+    # Offset 16: every greedy token keeps a top-2 gap >= 2 * MIN_MARGIN on tiny and tiny-deep
+    # (offset 13 came within 2 fp16 steps, 0.0312, on tiny-deep's 4th token).
+    prompts = [[16 + (7 * i + 3 * j) % 480 for j in range(n)] for i, n in enumerate((17, 5))]
     with ThreadPoolExecutor(len(prompts)) as pool:
         got = list(pool.map(lambda ids: greedy(srv, ids), prompts))
     assert got == [hf_greedy(ckpt, ids, NEW) for ids in prompts]

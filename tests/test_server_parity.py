@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
+from hf_reference import hf_greedy
 
 pytestmark = pytest.mark.server
 
@@ -11,17 +11,10 @@ NEW_TOKENS = 10
 
 
 @pytest.fixture(scope="module")
-def hf(tiny_ckpt):
-    from transformers import AutoTokenizer, Qwen3_5MoeForConditionalGeneration
+def tok(tiny_ckpt):
+    from transformers import AutoTokenizer
 
-    model = Qwen3_5MoeForConditionalGeneration.from_pretrained(tiny_ckpt, dtype=torch.float16)
-    return model.eval(), AutoTokenizer.from_pretrained(tiny_ckpt)
-
-
-def hf_greedy(model, ids: list[int], n: int = NEW_TOKENS) -> list[int]:
-    x = torch.tensor([ids])
-    out = model.generate(x, max_new_tokens=n, do_sample=False, min_new_tokens=n)
-    return out[0, x.shape[1]:].tolist()
+    return AutoTokenizer.from_pretrained(tiny_ckpt)
 
 
 def chat_ids(tok, text: str) -> list[int]:
@@ -31,20 +24,18 @@ def chat_ids(tok, text: str) -> list[int]:
     return list(enc["input_ids"])
 
 
-def test_generate_matches_transformers(hf, post):
-    model, tok = hf
+def test_generate_matches_transformers(tiny_ckpt, tok, post):
     ids = chat_ids(tok, "What is 12 + 30?")
-    want = hf_greedy(model, ids)
+    want = hf_greedy(tiny_ckpt, ids, NEW_TOKENS)
     got = post("/generate", {"input_ids": ids, "sampling_params": {
         "max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "temperature": 0}})
     assert got["output_ids"] == want
     assert len(want) == NEW_TOKENS
 
 
-def test_chat_completion_matches_transformers(hf, post, server):
-    model, tok = hf
+def test_chat_completion_matches_transformers(tiny_ckpt, tok, post, server):
     text = "Hello, how are you?"
-    want = hf_greedy(model, chat_ids(tok, text))
+    want = hf_greedy(tiny_ckpt, chat_ids(tok, text), NEW_TOKENS)
     got = post("/v1/chat/completions", {
         "model": "default", "messages": [{"role": "user", "content": text}],
         "max_tokens": NEW_TOKENS, "min_tokens": NEW_TOKENS, "temperature": 0,

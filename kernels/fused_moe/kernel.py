@@ -8,6 +8,7 @@ import math as _math
 
 import torch
 
+from .. import buffers as _buffers
 from . import act_quant as _aq
 from . import fp8 as _fp8
 from . import grouped as _grouped
@@ -73,7 +74,7 @@ def fused_moe(
     s13 = _scales.weight_scales(w13, w13_scale, block_shape)
     s2 = _scales.weight_scales(w2, w2_scale, block_shape)
     if out is None:
-        out = torch.empty_like(x)
+        out = _buffers.empty(tuple(x.shape), x.dtype, x.device)
     elif out.shape != x.shape or out.dtype != x.dtype:
         raise ValueError(f"out {tuple(out.shape)} {out.dtype} must be {tuple(x.shape)} {x.dtype}")
     if T == 0:

@@ -193,3 +193,35 @@ def test_grouped_block_scale_placements_match_ref(monkeypatch, scale_dots: bool)
     out = fused_moe(x, q13, q2, weights, ids, small_t=False, config=MoeConfig(block_k=32), **kw)
     ref = fused_moe_ref(x, q13, q2, weights, ids, **kw)
     torch.testing.assert_close(out.float(), ref.float(), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("path, fn", [("small", "small_t_moe"), ("grouped", "grouped_moe")])
+def test_an_unwritten_output_row_fails(monkeypatch, path: str, fn: str):
+    """fused_moe's own output comes from buffers.empty, poisoned here: a path that leaves a row
+    of it unwritten (planted: the real kernels write a scratch, row 0 is not copied) fails the
+    comparison above, and the same call unplanted passes it."""
+    from rio_kernels import buffers
+    from rio_kernels.fused_moe import kernel
+
+    case = next(c for c in FP8_CASES if c.name == "7 tokens")
+    x, w13, w2, weights, ids = quantized_inputs(case)
+    (q13, s13), (q2, s2) = quantize(w13, case.block), quantize(w2, case.block)
+    kw = {"w13_scale": s13, "w2_scale": s2, "block_shape": case.block}
+    ref = fused_moe_ref(x, q13, q2, weights, ids, **kw).float()
+    module = kernel._small if path == "small" else kernel._grouped
+    real = getattr(module, fn)
+
+    def skips_row_0(*args):
+        *inputs, out = args[:9]
+        scratch = buffers.empty(tuple(out.shape), out.dtype, out.device)
+        real(*inputs, scratch, *args[9:])
+        out[1:] = scratch[1:]
+        return out
+
+    torch.testing.assert_close(fused_moe(x, q13, q2, weights, ids, small_t=PATHS[path], **kw)
+                               .float(), ref, atol=1e-2, rtol=1e-2)
+    monkeypatch.setattr(module, fn, skips_row_0)
+    out = fused_moe(x, q13, q2, weights, ids, small_t=PATHS[path], **kw)
+    assert out[0].isnan().all() and not out[1:].isnan().any()
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(out.float(), ref, atol=1e-2, rtol=1e-2)

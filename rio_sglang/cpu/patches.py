@@ -66,6 +66,70 @@ def _patch_autotuner() -> None:
     autotuner.Autotuner.__init__ = one_config_init
 
 
+_device_calls_patched = False
+
+
+def skip_repatching_device_calls() -> None:
+    """Idempotent. Triton's interpreter re-patches `triton.language` on every call of a
+    @triton.jit helper from inside a kernel (`InterpretedFunction.__call__` runs `_patch_lang`:
+    `inspect.getmembers` over tl, tl.tensor, tl.math, ... per call, per program instance): a
+    fifth of a CPU server's decode step. A second patch of an already patched module changes
+    nothing (builtins already replaced are skipped, the rest are set to the same values). While
+    a kernel's grid runs, its own `_patch_lang` has patched the modules it sees and the shared
+    tensor class; a helper's patch is never undone (`__call__` drops its scope), so a module a
+    helper once patched stays patched. A helper inside a running grid whose modules are all one
+    or the other skips the patch; any other helper is patched as before. Pure Triton: the kernel
+    tests use it too (root conftest). tests/test_cpu_patches.py fails if Triton moves a call."""
+    global _device_calls_patched
+    if _device_calls_patched:
+        return
+    _device_calls_patched = True
+    import inspect
+
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    patched: dict[int, int] = {}  # id(language module) -> running grids that patched it
+    for_good: set[int] = set()  # modules a helper's (never restored) patch left patched
+    seen: dict[object, tuple[int, ...]] = {}
+
+    def lang_ids(fn) -> tuple[int, ...]:
+        if fn not in seen:  # the modules `_patch_lang(fn)` patches
+            seen[fn] = tuple(id(v) for v in fn.__globals__.values()
+                             if inspect.ismodule(v) and v in (tl, tl.core))
+        return seen[fn]
+
+    grid_call = interpreter.GridExecutor.__call__
+    device_call = interpreter.InterpretedFunction.__call__
+
+    def counted_grid_call(self, *args, **kwargs):
+        ids = lang_ids(self.fn)
+        for i in ids:
+            patched[i] = patched.get(i, 0) + 1
+        try:
+            return grid_call(self, *args, **kwargs)
+        finally:
+            for i in ids:
+                patched[i] -= 1
+
+    def device_call_inside_grid(self, *args, **kwargs):
+        ids = lang_ids(self.fn)
+        if not ids or not any(patched.values()) or \
+                not all(i in for_good or patched.get(i) for i in ids):
+            try:
+                return device_call(self, *args, **kwargs)
+            finally:
+                for_good.update(ids)
+        fn = self.rewrite()  # the rest of InterpretedFunction.__call__, unchanged
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise interpreter.InterpreterError(repr(e)) from e
+
+    interpreter.GridExecutor.__call__ = counted_grid_call
+    interpreter.InterpretedFunction.__call__ = device_call_inside_grid
+
+
 def _patch_torch_device_queries() -> None:
     import torch
 
@@ -135,6 +199,7 @@ def apply() -> None:
         return
     _applied = True
     _patch_torch_device_queries()
+    skip_repatching_device_calls()
     _patch_autotuner()
     _patch_fla_aliases()
     _route_eagle_tree_to_triton()

@@ -1,14 +1,30 @@
 """SwiReasoning runtime: request spec, token ids, the batched state machine and its reference.
 
-Imports neither `sglang` nor CUDA; the Triton kernels load on first use (see `ops.py`).
+Imports neither `sglang` nor CUDA; the Triton kernels load on first use (see `ops.py`). The
+names load on first use too (PEP 562): `rio_sglang.reasoning.spec`, all a client needs (the
+spec dataclass), imports without torch, so `import rio_frontend` stays light.
 """
 
-from rio_sglang.reasoning.reference import ReferenceResult, generate_reference, swir_step
-from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpec, ReasoningSpecError, ReasoningStats
-from rio_sglang.reasoning.state import ReasoningState, StepOutput
-from rio_sglang.reasoning.tokens import ReasoningTokens, resolve_tokens
+from __future__ import annotations
 
-__all__ = [
+import importlib
+
+# name -> the submodule that defines it
+_NAMES = {
+    "ReferenceResult": "reference",
+    "generate_reference": "reference",
+    "swir_step": "reference",
+    "SPEC_KEY": "spec",
+    "ReasoningSpec": "spec",
+    "ReasoningSpecError": "spec",
+    "ReasoningStats": "spec",
+    "ReasoningState": "state",
+    "StepOutput": "state",
+    "ReasoningTokens": "tokens",
+    "resolve_tokens": "tokens",
+}
+
+__all__ = [  # the keys of _NAMES (tests/test_imports.py)
     "SPEC_KEY",
     "ReasoningSpec",
     "ReasoningSpecError",
@@ -21,3 +37,13 @@ __all__ = [
     "resolve_tokens",
     "swir_step",
 ]
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_NAMES))

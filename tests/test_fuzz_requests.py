@@ -246,9 +246,10 @@ def bad_requests(rng: random.Random) -> list[Bad]:
     return out
 
 
-def post(server, bad: Bad) -> requests.Response:
-    return requests.post(server.url + bad.path, data=bad.body, timeout=120,
-                         headers={"Content-Type": "application/json"})
+def post(server, bad: Bad, body: bytes | None = None, timeout: float = 120) -> requests.Response:
+    """Send `bad` (or `body` to its path: its valid twin)."""
+    return requests.post(server.url + bad.path, data=bad.body if body is None else body,
+                         timeout=timeout, headers={"Content-Type": "application/json"})
 
 
 def canary(server) -> tuple[list[int], dict]:
@@ -319,8 +320,7 @@ def test_bad_requests_are_4xx_and_the_server_lives_on(server):
 
 def served_problem(server, bad: Bad) -> str | None:
     """None where `bad`'s valid twin is answered 200 (a stream: its chunks, then [DONE])."""
-    r = requests.post(server.url + bad.path, data=bad.twin, timeout=600,
-                      headers={"Content-Type": "application/json"})
+    r = post(server, bad, bad.twin, timeout=600)
     if r.status_code != 200:
         return f"{r.status_code}: {r.text[:200]}"
     if bad.stream and (not r.text.rstrip().endswith("data: [DONE]") or '"error"' in r.text):

@@ -11,7 +11,7 @@ from functools import cache
 import pytest
 import requests
 import torch
-from hf_reference import assert_margins, hf_model
+from hf_reference import assert_margins, hf_model, top2_margins
 from one_ahead import OneAhead
 
 from rio_sglang.launcher import launch
@@ -155,23 +155,19 @@ def _reference(ckpt: str, spec: str, seed: int, new: int):
     # The reference runs in fp32: latent inputs carry rounding from step to step, and an fp16
     # transformers run drifts from both (the fp16 server matches the fp32 reference).
     model = hf_model(ckpt, torch.float32)
-    steps = []  # per model call: (top-2 logit gap, argmax) of its last position
+    last = []  # per model call: its last position's logits [V], the step's scores
 
-    def record(_module, _args, out):
-        top2 = out.logits[0, -1].float().topk(2)
-        steps.append((float(top2.values[0] - top2.values[1]), int(top2.indices[0])))
-
-    hook = model.register_forward_hook(record)
+    hook = model.register_forward_hook(lambda _m, _a, out: last.append(out.logits[0, -1]))
     try:
         ref = generate_reference(model, resolve_tokens(AutoTokenizer.from_pretrained(ckpt)),
                                  torch.tensor([prompt]), ReasoningSpec.from_json(json.loads(spec)),
                                  new)
     finally:
         hook.remove()
-    steps = steps[:len(ref.tokens)]
+    last = last[:len(ref.tokens)]
     # Injected tokens (convergence, termination, budgets) are not the model's argmax: no margin.
-    assert_margins([gap for gap, _ in steps], f"reference prompt seed {seed}, spec {spec}",
-                   decided=[top == tok for (_, top), tok in zip(steps, ref.tokens)])
+    assert_margins(top2_margins(last), f"reference prompt seed {seed}, spec {spec}",
+                   decided=[int(z.argmax()) == tok for z, tok in zip(last, ref.tokens)])
     return prompt, ref, "".join(m[0].upper() for m in ref.modes)
 
 

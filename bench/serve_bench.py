@@ -109,7 +109,7 @@ def run_server(server: str, ckpt: Path, args, out: Path) -> list[dict]:
     """Start one server, run every row it owes, stop it."""
     extra = ["--load-format", "dummy"] if args.dummy else []
     if not args.cpu:  # the launch recipes' attention backend, for both servers alike
-        from launch.recipe import GPU_ATTENTION
+        from rio_sglang.targets import GPU_ATTENTION
 
         extra += GPU_ATTENTION
     srv = launch(ckpt, cpu=args.cpu, extra_args=extra + args.server_args, stock=server == "stock",

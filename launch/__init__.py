@@ -1,4 +1,6 @@
-"""Deployment recipes: per-hardware flag files, the launcher, a memory calculator, a smoke client.
+"""Deployment recipes: per-hardware flag files (read by rio_sglang/targets.py), recipe.sh, a memory
+calculator, a smoke client.
 
-Run from the repository root (`python -m launch.memory ...`); `launch/recipe.sh TARGET` anywhere.
+`rio-sglang serve --target T` and `rio-sglang memory` from anywhere; `python -m launch.memory`
+from the repository root; `launch/recipe.sh TARGET` anywhere.
 """

@@ -2,10 +2,10 @@
 fp8`), KV cache of the full-attention layers, GDN state, and the embedding rows the last
 pipeline stage copies for latent reasoning under PP (V/tp per rank).
 
-`python -m launch.memory --target h200x8 --context 1048576 [--concurrency N] [--mtp]`, from the
-repository root. Numbers come from a config.json dict (default launch/rio_config.json) and the
-target's flags (--tp-size, --pp-size, --context-length, --kv-cache-dtype, --mamba-ssm-dtype).
-Not counted: activations, CUDA graphs, NCCL buffers, allocator slack (what SGLang keeps outside
+`rio-sglang memory --target h200x8 --context 1048576 [--concurrency N] [--mtp]` (or
+`python -m launch.memory` from the repository root). Numbers come from a config.json dict
+(default launch/rio_config.json) and the target's flags (--tp-size, --pp-size, --context-length,
+--kv-cache-dtype, --mamba-ssm-dtype). Not counted: activations, CUDA graphs, NCCL buffers, allocator slack (what SGLang keeps outside
 --mem-fraction-static), and SGLang's extra Mamba slots for radix-cache snapshots.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch.params import BF16, FP32, Weight, full_attention_layers, weights
-from launch.recipe import Target, read_target
+from rio_sglang.targets import Target, read_target
 
 RIO_CONFIG = Path(__file__).resolve().parent / "rio_config.json"
 GIB = 1 << 30
@@ -198,8 +198,8 @@ class _Placeholders(dict):
         return f"<{key}>"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m launch.memory", description=__doc__)
+def main(argv=None, prog: str = "python -m launch.memory") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     ap.add_argument("--target", required=True)
     ap.add_argument("--context", type=int, help="tokens per sequence (default: the target's)")
     ap.add_argument("--concurrency", type=int, default=1, help="sequences held at once")
@@ -210,9 +210,9 @@ def main(argv=None) -> int:
     target = read_target(args.target, _Placeholders())
     path = args.config or RIO_CONFIG
     if target.tiny and args.config is None:
-        from rio_sglang.quickstart import tiny_checkpoint
+        from rio_sglang.tiny import cached_tiny_checkpoint
 
-        path = tiny_checkpoint() / "config.json"
+        path = cached_tiny_checkpoint() / "config.json"
     cfg = json.loads(path.read_text())
     sys.stdout.write(render(estimate(cfg, target, args.context, args.concurrency, args.mtp)) + "\n")
     return 0

@@ -1,6 +1,6 @@
 """Check a checkpoint folder before any weight is read, and fingerprint what is served.
 
-Called by the launcher (`rio_sglang.quickstart`) and by our model's `load_weights`. Reads only
+Called by `rio-sglang serve` (serve.py) and by our model's `load_weights`. Reads only
 config.json, the safetensors index and each shard's header: cheap even for 97 shards.
 """
 

@@ -1,6 +1,6 @@
-"""`python -m rio_sglang.client --url URL [--reasoning MODE] "question"`: ask a running server
-one chat question with a SwiReasoning mode; prints the reasoning, the answer and the latent
-statistics. Used by scripts/quickstart.sh.
+"""`rio-sglang ask [--url URL] [--reasoning MODE] "question"` (or `python -m rio_sglang.client`):
+ask a running server one chat question with a SwiReasoning mode; prints the reasoning, the answer
+and the latent statistics. Used by scripts/quickstart.sh; imports no torch.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def ask(url: str, question: str, max_tokens: int = 16, reasoning: str | None = "
     return r.json()
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m rio_sglang.client", description=__doc__)
+def main(argv=None, prog: str = "python -m rio_sglang.client") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     ap.add_argument("question")
     ap.add_argument("--url", default="http://127.0.0.1:30000")
     ap.add_argument("--max-tokens", type=int, default=16)

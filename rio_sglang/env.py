@@ -47,6 +47,16 @@ def reasoning_default() -> str | None:
     return os.environ.get(REASONING_DEFAULT) or None
 
 
+SWIREASONING = "RIO_SWIREASONING"
+
+
+def swireasoning() -> bool:
+    """RIO_SWIREASONING=1: the any-model switch of issue 29 (`rio-sglang serve --swireasoning`
+    sets it and leaves SGLANG_EXTERNAL_MODEL_PACKAGE unset, so SGLang's own class serves the
+    checkpoint): what the reasoning plugin reads to add SwiReasoning to that class."""
+    return _flag(SWIREASONING)
+
+
 def moe_w8a8() -> bool:
     """RIO_MOE_W8A8=1: FP8 experts quantize activations to e4m3 on the prefill (grouped) path
     and use fp8 tensor cores (`fused_moe(act_quant=True)`). Opt-in: its speed is not measured."""

@@ -1,5 +1,5 @@
-"""Start, wait for and stop a real `sglang.launch_server` process (used by quickstart.py and
-tests; launch/recipe.py shares its flags).
+"""Start, wait for and stop a real `sglang.launch_server` process (used by `rio-sglang serve`,
+serve.py, and the tests; targets.py shares its flags).
 
 The CPU flags are those measured in shared CPU_SGLANG.md; readiness polls /model_info because
 /health runs a whole generation (seconds on a CPU).
@@ -55,8 +55,15 @@ def cpu_env(base: dict | None = None) -> dict:
 
 
 def flag_value(argv, flag: str, default=None):
-    """The value following `flag` in a launch_server argv, or `default`."""
-    return argv[argv.index(flag) + 1] if flag in argv else default
+    """The value of `flag` in a launch_server argv (`--flag V` or `--flag=V`; the last one wins,
+    as in SGLang's parser), or `default`."""
+    found = default
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
+    return found
 
 
 def cpu_thread_binding(argv, cores: int | None = None) -> str | None:
@@ -152,21 +159,19 @@ class Server:
             pass
 
 
-def launch(model_path, *, port: int | None = None, cpu: bool = True, extra_args=(),
-           log_path=None, environ: dict | None = None, stock: bool = False) -> Server:
-    """Start `python -m sglang.launch_server` on 127.0.0.1 in its own process group.
+def server_command(model_path, *, port: int, cpu: bool = True, extra_args=(),
+                   environ: dict | None = None, stock: bool = False) -> tuple[list, dict]:
+    """(argv, environment) of `python -m sglang.launch_server` on 127.0.0.1:`port`; `extra_args`
+    come last and win.
 
     Our model class serves through SGLANG_EXTERNAL_MODEL_PACKAGE; `stock=True` leaves it unset
-    so that SGLang's own Qwen3.5 class serves (the benchmark's baseline).
+    so that SGLang's own class serves (the benchmark's baseline, `serve --swireasoning`).
     """
-    port = port or free_port()
     argv = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model_path),
             "--host", "127.0.0.1", "--port", str(port), *PARSER_FLAGS]
     if cpu:
         argv += CPU_FLAGS
     argv += list(extra_args)
-    log_path = Path(log_path or env.cache_dir() / "logs" / f"server-{port}.log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     e = cpu_env(environ) if cpu else dict(os.environ if environ is None else environ)
     binding = cpu_thread_binding(argv) if cpu else None
     if binding and "SGLANG_CPU_OMP_THREADS_BIND" not in e:
@@ -175,7 +180,24 @@ def launch(model_path, *, port: int | None = None, cpu: bool = True, extra_args=
         e.pop("SGLANG_EXTERNAL_MODEL_PACKAGE", None)
     else:
         e["SGLANG_EXTERNAL_MODEL_PACKAGE"] = MODEL_PACKAGE
+    return argv, e
+
+
+def launch(model_path, *, port: int | None = None, cpu: bool = True, extra_args=(),
+           log_path=None, environ: dict | None = None, stock: bool = False) -> Server:
+    """Start `server_command(...)` (a free port unless `port`); see `start`."""
+    port = port or free_port()
+    argv, e = server_command(model_path, port=port, cpu=cpu, extra_args=extra_args,
+                             environ=environ, stock=stock)
+    return start(argv, e, port, log_path, expect_mark=not stock)
+
+
+def start(argv: list, environ: dict, port: int, log_path=None, expect_mark: bool = True) -> Server:
+    """Run `argv` in its own process group, its output in `log_path` (default
+    RIO_CACHE_DIR/logs/server-PORT.log); `expect_mark`: readiness also needs our class's line."""
+    log_path = Path(log_path or env.cache_dir() / "logs" / f"server-{port}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=e,
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environ,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    return Server(f"http://127.0.0.1:{port}", proc, log_path, argv, expect_mark=not stock)
+    return Server(f"http://127.0.0.1:{port}", proc, log_path, argv, expect_mark=expect_mark)

@@ -5,8 +5,8 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 PORT="${PORT:-30000}"
-"$PY" -m rio_sglang.quickstart --tiny --port "$PORT" &
+"$RIO_VENV/bin/rio-sglang" serve --tiny --port "$PORT" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
-"$PY" -m rio_sglang.client --url "http://127.0.0.1:$PORT" --wait 600 --reasoning switch \
+"$RIO_VENV/bin/rio-sglang" ask --url "http://127.0.0.1:$PORT" --wait 600 --reasoning switch \
   "What is 12 + 30?"

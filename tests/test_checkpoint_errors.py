@@ -93,8 +93,8 @@ def test_launcher_refuses_before_starting_sglang(tmp_path, pristine, corrupt, na
         path = shutil.copytree(pristine, tmp_path / "ckpt")
         corrupt(path)
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "rio_sglang.quickstart", "--model-path", str(path)],
-                       capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run([sys.executable, "-m", "rio_sglang.cli", "serve", "--model-path",
+                        str(path)], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2
     assert "cannot serve" in r.stderr and named in r.stderr
     assert time.monotonic() - t0 < 60

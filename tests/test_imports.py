@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 MODULES = ["rio_sglang", "rio_kernels", "rio_frontend", "rio_sglang.tiny", "rio_sglang.env",
-           "rio_sglang.checkpoint", "rio_sglang.launcher", "rio_sglang.quickstart",
-           "rio_sglang.logmarks", "rio_sglang.cpu", "rio_sglang.reasoning", "rio_kernels.fused_moe"]
+           "rio_sglang.checkpoint", "rio_sglang.launcher", "rio_sglang.serve",
+           "rio_sglang.targets", "rio_sglang.logmarks", "rio_sglang.cpu", "rio_sglang.reasoning",
+           "rio_kernels.fused_moe"]
 
 PROBE = """
 import sys, importlib
@@ -34,7 +35,8 @@ def test_import_is_clean(mod):
 # and sends HTTP: `import rio_frontend` loads none of the heavy stack (before: torch and
 # rio_kernels, ~1.9 s; now ~0.06 s here), nor does the spec dataclass alone.
 HEAVY = ("torch", "rio_kernels", "triton", "sglang.srt", "numpy")
-LIGHT = ["rio_frontend", "rio_sglang.reasoning", "rio_sglang.reasoning.spec"]
+LIGHT = ["rio_frontend", "rio_sglang.reasoning", "rio_sglang.reasoning.spec", "rio_sglang.cli",
+         "rio_sglang.client"]
 LIGHT_PROBE = """
 import sys, importlib
 importlib.import_module({mod!r})
@@ -47,6 +49,26 @@ def test_a_client_import_loads_no_heavy_stack(mod):
     out = subprocess.run([sys.executable, "-c", LIGHT_PROBE.format(mod=mod, heavy=HEAVY)],
                          check=True, capture_output=True, text=True).stdout.strip()
     assert out == "[]", f"import {mod} loaded {out}"
+
+
+# The `rio-sglang` command imports only the job it runs: asking a server, or reading how to
+# serve, loads none of the heavy stack either.
+COMMAND_PROBE = """
+import sys
+from rio_sglang.cli import main
+try:
+    main({argv!r})
+except SystemExit as e:
+    assert e.code == 0, e.code
+print(sorted(h for h in {heavy!r} if h in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("argv", [["ask", "--help"], ["serve", "--help"]], ids=" ".join)
+def test_a_light_command_loads_no_heavy_stack(argv):
+    out = subprocess.run([sys.executable, "-c", COMMAND_PROBE.format(argv=argv, heavy=HEAVY)],
+                         check=True, capture_output=True, text=True).stdout.splitlines()
+    assert out[-1] == "[]", f"rio-sglang {' '.join(argv)} loaded {out[-1]}"
 
 
 def test_the_lazy_reasoning_names_resolve():

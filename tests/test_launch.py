@@ -1,6 +1,6 @@
 """launch/: flag files parse with SGLang's own parser, the YaRN override reaches SGLang's rotary
-embedding as transformers computes it, and launch/recipe.sh cpu-tiny + launch/smoke.py run
-against a real server (the memory calculator: test_launch_memory.py)."""
+embedding as transformers computes it, and launch/recipe.sh cpu-tiny (`rio-sglang serve --target
+cpu-tiny`) + launch/smoke.py run against a real server (the memory calculator: test_launch_memory.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from one_ahead import OneAhead
 
 from launch.memory import RIO_CONFIG
-from launch.recipe import TargetError, read_target, server_args, server_env, target_names
 from rio_sglang import launcher
 from rio_sglang.reasoning.spec import ReasoningSpec
+from rio_sglang.targets import TargetError, read_target, server_args, server_env, target_names
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = json.loads(RIO_CONFIG.read_text())
@@ -168,13 +168,14 @@ def serve_sh_starts(request, tmp_path_factory):
         port = launcher.free_port()
         env = {**os.environ, "RIO_CACHE_DIR": str(tmp / "cache"), "RIO_VENV": sys.prefix,
                "RIO_REASONING_DEFAULT": json.dumps(DEFAULT_SPEC)}
-        log = tmp / "server.log"
-        with log.open("w") as out:
+        with (tmp / "serve.log").open("w") as out:
             proc = subprocess.Popen(["bash", str(ROOT / "launch" / "recipe.sh"), "cpu-tiny",
                                      "--port", str(port)], env=env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        # recipe.sh execs into SGLang in its own session: Server.stop ends that process group.
+        # recipe.sh execs `rio-sglang serve`, which keeps SGLang's output in RIO_CACHE_DIR/logs
+        # and stops SGLang's process group when Server.stop sends it SIGTERM.
+        log = tmp / "cache" / "logs" / f"server-{port}.log"
         return (launcher.Server(f"http://127.0.0.1:{port}", proc, log), tmp)
 
     starts = OneAhead(request, start, then=(SERVE_SH,))
@@ -245,7 +246,7 @@ BAD_DEFAULTS = [
 def test_bad_default_stops_the_launcher_naming_the_field(tmp_path, source, spec, message):
     env = {**os.environ, "RIO_CACHE_DIR": str(tmp_path / "cache"), "RIO_VENV": sys.prefix}
     if source == "--reasoning-default":
-        cmd = [sys.executable, "-m", "rio_sglang.quickstart", "--tiny", source, spec]
+        cmd = [sys.executable, "-m", "rio_sglang.cli", "serve", "--tiny", source, spec]
     else:  # launch/recipe.sh: from the environment (or a target's @env line)
         cmd, env[source] = ["bash", str(ROOT / "launch" / "recipe.sh"), "cpu-tiny"], spec
     out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,

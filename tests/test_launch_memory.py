@@ -11,7 +11,7 @@ import pytest
 
 from launch.memory import RIO_CONFIG, estimate, gdn_state_bytes_per_seq, kv_bytes_per_token
 from launch.params import weights
-from launch.recipe import read_target
+from rio_sglang.targets import read_target
 
 CFG = json.loads(RIO_CONFIG.read_text())
 NODE_ENV = {"NODE_RANK": "1", "DIST_INIT_ADDR": "10.0.0.1:5000"}

@@ -1,5 +1,5 @@
-"""CLI: `python -m rio_sglang.provenance blend CHILD PARENT_A [PARENT_B] [--out DIR]` and
-`python -m rio_sglang.provenance identity URL --names NAME ... [-n N]`."""
+"""CLI: `rio-sglang provenance blend CHILD PARENT_A [PARENT_B] [--out DIR]` and
+`rio-sglang provenance identity URL --names NAME ... [-n N]` (or `python -m rio_sglang.provenance`)."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ def _identity(args) -> None:
     print(table, end="")
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m rio_sglang.provenance", description=__doc__)
+def main(argv=None, prog: str = "python -m rio_sglang.provenance") -> None:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("blend", help="fit CHILD ~ alpha*A + (1-alpha)*B per tensor (or compare "
                        "CHILD with one parent)")

@@ -1,10 +1,11 @@
 """Tiny generated checkpoints of the real Qwen3.5-MoE architecture, for tests and the CPU server.
 
-`python -m rio_sglang.tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout fused]
+`rio-sglang tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout fused]
 [--fp8 block|channel]`.
 """
 
 from .presets import PRESETS, TinyPreset
-from .writer import EXPERT_LAYOUTS, write_tiny_checkpoint
+from .writer import EXPERT_LAYOUTS, cached_tiny_checkpoint, write_tiny_checkpoint
 
-__all__ = ["EXPERT_LAYOUTS", "PRESETS", "TinyPreset", "write_tiny_checkpoint"]
+__all__ = ["EXPERT_LAYOUTS", "PRESETS", "TinyPreset", "cached_tiny_checkpoint",
+           "write_tiny_checkpoint"]

@@ -1,4 +1,4 @@
-"""CLI: `python -m rio_sglang.tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout L]
+"""CLI: `rio-sglang tiny OUT_DIR [--preset NAME] [--seed N] [--expert-layout L]
 [--mtp] [--fp8 block|channel [--fp8-linears]] [--config-only]` (the rio-slice presets, and
 their -fp8 twins, are always config-only: serve them with `--load-format dummy`)."""
 
@@ -10,8 +10,8 @@ from .fp8 import FP8_KINDS
 from .writer import write_config_only
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m rio_sglang.tiny", description=__doc__)
+def main(argv=None, prog: str = "python -m rio_sglang.tiny") -> None:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     ap.add_argument("out_dir")
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--seed", type=int, default=0)

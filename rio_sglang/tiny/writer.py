@@ -1,6 +1,7 @@
 """Write a complete tiny Qwen3.5-MoE checkpoint: config, sharded safetensors, tokenizer, processor.
 
-Called by `python -m rio_sglang.tiny` and by the test fixtures. Same preset and seed, same bytes.
+Called by `rio-sglang tiny` (`python -m rio_sglang.tiny`), `rio-sglang serve --tiny` and the test
+fixtures. Same preset and seed, same bytes.
 """
 
 from __future__ import annotations
@@ -147,6 +148,20 @@ def write_tiny_checkpoint(out_dir, preset: str | TinyPreset = "tiny", seed: int 
     log.info("wrote %s checkpoint (seed %d, %d experts, %s layout) to %s",
              p.name, seed, p.experts, expert_layout, out)
     return out
+
+
+def cached_tiny_checkpoint(preset: str = "tiny", seed: int = 0) -> Path:
+    """The tiny checkpoint for (preset, seed) under RIO_CACHE_DIR, generated on first use and
+    again whenever GENERATOR_VERSION moves (`rio-sglang serve --tiny`, the cpu-tiny target)."""
+    from rio_sglang import env
+
+    path = env.cache_dir() / "checkpoints" / f"{preset}-seed{seed}"
+    config = path / "config.json"
+    made_by = json.loads(config.read_text()).get("rio_tiny", {}) if config.exists() else {}
+    if made_by.get("generator") != GENERATOR_VERSION:
+        log.info("generating %s checkpoint (seed %d) in %s", preset, seed, path)
+        write_tiny_checkpoint(path, preset, seed)
+    return path
 
 
 def write_config_only(out_dir, preset: str | TinyPreset, dtype: str = "bfloat16") -> Path:

@@ -1,7 +1,8 @@
-"""Turn a hardware target (`launch/targets/NAME.flags`) into a `sglang.launch_server` command.
+"""Hardware targets: read `launch/targets/NAME.flags` into launch_server flags and environment.
 
-Called by `launch/recipe.sh TARGET [extra args]`, which execs the server; the tests build the
-same command and parse it with SGLang's own ServerArgs parser.
+Called by `rio-sglang serve --target NAME` (serve.py) and `rio-sglang memory` (launch/memory.py);
+the tests parse the flags with SGLang's own ServerArgs parser. The flags files are part of the
+source checkout (an editable install), not of the installed package.
 
 A flags file holds one item per line; blank lines and `#` lines are ignored:
   --flag [VALUE]     a launch_server flag; VALUE is the rest of the line, unquoted (JSON welcome)
@@ -14,21 +15,16 @@ A flags file holds one item per line; blank lines and `#` lines are ignored:
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rio_sglang import env as rio_env
-from rio_sglang.launcher import MODEL_PACKAGE, PARSER_FLAGS
+from rio_sglang.launcher import MODEL_PACKAGE, PARSER_FLAGS, flag_value
 
-TARGETS_DIR = Path(__file__).resolve().parent / "targets"
+TARGETS_DIR = Path(__file__).resolve().parents[1] / "launch" / "targets"
 GPU_ATTENTION = ("--attention-backend", "flashinfer")  # Hopper would default to fa3
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-log = logging.getLogger("launch.recipe")
 
 
 class TargetError(ValueError):
@@ -45,21 +41,24 @@ class Target:
 
     @property
     def on_cpu(self) -> bool:
-        return _flag_value(self.args, "--device") == "cpu"
+        return flag_value(self.args, "--device") == "cpu"
 
     def flag(self, name: str) -> str | None:
         """The last value given for `name` (`--tp-size` ...), or None."""
-        return _flag_value(self.args, name)
+        return flag_value(self.args, name)
 
 
 def target_names() -> list[str]:
-    return sorted(p.stem for p in TARGETS_DIR.glob("*.flags"))
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.flags"))  # none outside a checkout
 
 
 def read_target(name: str, environ: dict | None = None, _seen: tuple = ()) -> Target:
     """Parse `targets/NAME.flags` (and what it includes); `${VAR}` comes from `environ`."""
     environ = os.environ if environ is None else environ
     path = TARGETS_DIR / f"{name}.flags"
+    if not TARGETS_DIR.is_dir():
+        raise TargetError(f"no {TARGETS_DIR}: targets come with the source checkout "
+                          "(pip install -e)")
     if not path.is_file():
         raise TargetError(f"unknown target {name!r}; known: {', '.join(target_names())}")
     if name in _seen:
@@ -106,22 +105,15 @@ def _expand(text: str, environ, where: str) -> str:
     return _VAR.sub(value, text)
 
 
-def _flag_value(args, name: str) -> str | None:
-    found = None
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            found = args[i + 1]
-        elif arg.startswith(name + "="):
-            found = arg.split("=", 1)[1]
-    return found
+def target_flags(target: Target) -> list[str]:
+    """The target's launch_server flags, GPU targets' attention backend first."""
+    gpu = not target.on_cpu and target.flag("--attention-backend") is None
+    return [*(GPU_ATTENTION if gpu else ()), *target.args]
 
 
 def server_args(target: Target, model_path, extra=()) -> list[str]:
     """The arguments after `python -m sglang.launch_server`; `extra` comes last and wins."""
-    args = ["--model-path", str(model_path), *PARSER_FLAGS]
-    if not target.on_cpu and target.flag("--attention-backend") is None:
-        args += GPU_ATTENTION
-    return args + list(target.args) + list(extra)
+    return ["--model-path", str(model_path), *PARSER_FLAGS, *target_flags(target), *extra]
 
 
 def server_env(target: Target, base: dict | None = None) -> dict:
@@ -136,67 +128,11 @@ def model_path(target: Target, environ=None) -> str:
     """RIO_MODEL_PATH, or the cached tiny checkpoint for `@model tiny` targets."""
     environ = os.environ if environ is None else environ
     if target.tiny:
-        from rio_sglang.quickstart import tiny_checkpoint
+        from rio_sglang.tiny import cached_tiny_checkpoint
 
-        return str(tiny_checkpoint())
+        return str(cached_tiny_checkpoint())
     path = environ.get("RIO_MODEL_PATH")
     if not path:
         raise TargetError(f"target {target.name!r} serves $RIO_MODEL_PATH, which is not set "
                           "(a checkpoint folder or a Hugging Face id)")
     return path
-
-
-def default_ok(environ: dict, args) -> bool:
-    """Checks the default reasoning spec (from the environment or an `@env` line; every SGLang
-    process reads it there) before SGLang starts; logs why not."""
-    text = environ.get(rio_env.REASONING_DEFAULT)
-    if not text:
-        return True
-    from rio_sglang.runtime.defaults import DefaultSpecError, check_default  # imports torch
-
-    try:
-        log.info("reasoning default: %s", check_default(text, args).to_json())
-    except DefaultSpecError as e:
-        log.error("cannot serve: %s", e)
-        return False
-    return True
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="[rio-sglang] %(message)s")
-    if not argv or argv[0] in ("-h", "--help"):
-        log.info("usage: launch/recipe.sh TARGET [sglang.launch_server args]; targets: %s",
-                 ", ".join(target_names()))
-        return 0 if argv else 2
-    try:
-        target = read_target(argv[0])
-        environ = server_env(target)
-        if not default_ok(environ, [*target.args, *argv[1:]]):
-            return 2
-        path = model_path(target)
-    except TargetError as e:
-        log.error("%s", e)
-        return 2
-    if Path(path).is_dir():
-        from rio_sglang.checkpoint import CheckpointError, verify_checkpoint
-
-        try:
-            log.info("checkpoint ok: %s", verify_checkpoint(path).describe())
-        except CheckpointError as e:
-            log.error("cannot serve: %s", e)
-            return 2
-    elif path.startswith(("/", ".", "~")):
-        log.error("cannot serve: no checkpoint folder at %s", path)
-        return 2
-    else:
-        log.warning("%s is not a local folder: SGLang fetches it, unverified", path)
-    cmd = [sys.executable, "-m", "sglang.launch_server", *server_args(target, path, argv[1:])]
-    log.info("target %s: %s", target.name, " ".join(cmd[1:]))
-    # exec, not a child: signals from a supervisor reach SGLang directly.
-    os.execve(sys.executable, cmd, environ)
-    return 1  # not reached
-
-
-if __name__ == "__main__":
-    sys.exit(main())

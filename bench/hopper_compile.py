@@ -149,22 +149,6 @@ def step_case(B: int, dtype: torch.dtype, topk: bool = False, tiles=None) -> Cal
     return run
 
 
-def reasoning_ops_case(B: int) -> Callable[[], None]:
-    """The torch state machine's kernels (entropy, dense / top-k mixtures, delimiter blend)."""
-    def run() -> None:
-        from rio_kernels.entropy.kernel import softmax_entropy, softmax_entropy_max
-        from rio_kernels.soft_embed.kernel import delimiter_blend, soft_embed, soft_embed_topk
-
-        logits, table = torch.empty(B, V), torch.empty(V, H, dtype=torch.bfloat16)
-        softmax_entropy(logits)
-        softmax_entropy_max(logits)
-        soft_embed(logits, table)
-        soft_embed_topk(torch.empty(B, 64), torch.zeros(B, 64, dtype=torch.long), table)
-        delimiter_blend(torch.empty(B, H, dtype=torch.bfloat16), table,
-                        torch.zeros(B, dtype=torch.long), torch.empty(B))
-    return run
-
-
 def cases() -> dict[str, Callable[[], None]]:
     from bench.step_tuning import CANDIDATES as STEP_CANDIDATES
     from rio_kernels.fused_moe.configs import GPU_CONFIGS
@@ -197,7 +181,6 @@ def cases() -> dict[str, Callable[[], None]]:
     for tiles in STEP_CANDIDATES:  # the sweep's mixtures in 2-4 row blocks (64 rows)
         if tiles.block_r < 64:
             out[f"step mixture B=64 {tiles}"] = step_case(64, torch.bfloat16, tiles=tiles)
-    out["reasoning ops B=8"] = reasoning_ops_case(8)
     return out
 
 

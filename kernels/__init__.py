@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], object]:
     """A module `__getattr__` for `package`: name -> the submodule that defines it, imported on
-    first access (`from rio_kernels.entropy import softmax_entropy` imports `entropy.kernel`)."""
+    first access (`from rio_kernels.swir_step import pre_sample` imports `swir_step.launch`)."""
 
     def __getattr__(name: str) -> object:
         if name not in exports:

@@ -52,7 +52,7 @@ def find(records: list[dict], case: str, kernel: str) -> dict:
 
 def test_every_kernel_compiles_for_sm90(records):
     names = kernel_names()
-    assert len(names) >= 15, names
+    assert len(names) >= 13 and {"_stats_kernel", "_mix_kernel", "_update_kernel"} <= names, names
     assert names <= {r["kernel"] for r in records}, names - {r["kernel"] for r in records}
     assert {r["target"] for r in records} == {90}
     assert all(".target sm_90" in r["ptx"] for r in records)

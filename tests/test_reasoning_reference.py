@@ -1,7 +1,7 @@
 """The reference loop on tiny random Qwen3.5-MoE models, token ids from a tokenizer built here.
 
 Explicit mode must be `model.generate`; switch / latent runs must show the spec's transitions
-under forced entropy patterns, and the batched `ReasoningState` must reproduce them exactly.
+under forced entropy patterns, and the server's step (`DeviceStep`) must reproduce them exactly.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from transformers import (
     Qwen3_5MoeTextConfig,
 )
 
+from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
 from rio_sglang.reasoning import tokens as tokens_mod
+from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.reference import generate_reference
-from rio_sglang.reasoning.spec import ReasoningSpec
-from rio_sglang.reasoning.state import ReasoningState
+from rio_sglang.reasoning.spec import ReasoningSpec, ReasoningStats
 from rio_sglang.reasoning.tokens import TERMINATION, ReasoningTokens, resolve_tokens
 
 V = 512
@@ -85,21 +86,29 @@ class EntropySchedule(torch.nn.Module):
 
 @torch.no_grad()
 def run_state(model, spec: ReasoningSpec, max_new_tokens: int):
-    """The runtime's shape: prefill, then per step sample -> ReasoningState.step -> embed."""
-    weight = model.get_input_embeddings().weight
-    state = ReasoningState(3, TOKENS, V)
-    state.reset_slots([1], [spec], [max_new_tokens])
-    out, toks, modes = model(input_ids=PROMPT, use_cache=True), [], []
+    """The server's shape: prefill, then per step `DeviceStep.pre` on the raw logits, the greedy
+    sample, `DeviceStep.post` (which may replace it), and as the next input the slot's `pending`
+    row where `use` holds, else the emitted token's embedding."""
+    embed = model.get_input_embeddings()
+    step = DeviceStep(3, TOKENS, V, embed.weight, 0, V,
+                      embed.weight[DeviceStep.special_rows(TOKENS)])
+    step.admit([1], [spec], [max_new_tokens])
+    rows, slots = torch.tensor([0]), torch.tensor([1])
+    out, toks = model(input_ids=PROMPT, use_cache=True), []
     for _ in range(max_new_tokens):
         logits = out.logits[:, -1]  # [1, V]
-        step = state.step(torch.tensor([1]), logits, logits.argmax(dim=-1), weight)
-        toks.append(int(step.next_token[0]))
-        modes.append("latent" if bool(step.is_latent[0]) else "explicit")
-        if bool(step.finished[0]):
+        pre = step.pre(logits, rows, slots)
+        tokens = logits.argmax(dim=-1)  # [1]
+        step.post(pre, tokens)
+        toks.append(int(tokens[0]))
+        if len(toks) == max_new_tokens:  # SGLang's finish (no EOS id here)
             break
-        embeds = step.next_embeds[:, None]  # [1, 1, H]
+        soft = bool(step.tables.use[1])
+        embeds = (step.tables.pending[1:2] if soft else embed(tokens))[:, None]  # [1, 1, H]
         out = model(inputs_embeds=embeds, past_key_values=out.past_key_values, use_cache=True)
-    return toks, modes, state.stats([1])[0]
+    stats = step.finish(1)
+    modes = ["latent" if m == "L" else "explicit" for m in stats.pop("modes")]
+    return toks, modes, ReasoningStats(**stats)
 
 
 @pytest.mark.parametrize("kind", ["text", "conditional"])

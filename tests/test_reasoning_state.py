@@ -1,21 +1,23 @@
-"""The batched reasoning state machine on synthetic logits: each table row is a line of the spec.
+"""The SwiReasoning state machine on synthetic logits, each table row a line of SWIREASONING.md:
+as the server runs it (`DeviceStep` driving the swir_step kernels; Triton's interpreter on CPU)
+and as the plain specification states it (`reference.swir_step`).
 
 Rows give the per-step entropy of the raw logits and the sampled token; the expected step kinds
-read L (latent input) / E (explicit input). The batch test holds the state to `swir_step`.
+read L (latent input) / E (explicit input).
 """
 
 from __future__ import annotations
 
 import math
-import random
+from dataclasses import dataclass
 
 import pytest
 import torch
 
-from rio_sglang.reasoning import ops
+from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
+from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.reference import SlotState, swir_step
 from rio_sglang.reasoning.spec import ReasoningSpec
-from rio_sglang.reasoning.state import ReasoningState
 from rio_sglang.reasoning.tokens import ReasoningTokens
 
 V, H = 64, 16
@@ -26,6 +28,7 @@ TOKENS = ReasoningTokens(
 )
 WEIGHT = torch.randn(V, H, generator=torch.Generator().manual_seed(0))  # [V, H]
 BASE = torch.randn(V, generator=torch.Generator().manual_seed(1))  # [V]
+PAD = 7  # the token of a batch row that takes no reasoning step
 
 
 def logits_with_entropy(target: float) -> torch.Tensor:
@@ -39,20 +42,61 @@ def logits_with_entropy(target: float) -> torch.Tensor:
     return (lo * BASE).float()
 
 
-def run_one(spec: ReasoningSpec, entropies: list[float], sampled: list[int] | None = None,
-            max_new_tokens: int = 64):
-    """Drives one slot (slot 2 of 4) through the steps; returns kinds, tokens, finished, state."""
+@dataclass
+class Run:
+    kinds: str  # per step: L / E
+    tokens: list[int]  # emitted
+    embeds: list[torch.Tensor]  # [H] each: the next step's input
+    stats: dict  # ReasoningStats.to_json()
+    done: list[bool]  # reference: finished at this step
+    recorded: list[int]  # kernel: the history column each step wrote (-1: none)
+
+
+def run_kernel(spec: ReasoningSpec, entropies: list[float], sampled: list[int] | None = None,
+               max_new_tokens: int = 64) -> Run:
+    """Drives slot 2 of 4 through `DeviceStep` as the server does: each step's logits are row 1
+    of a two-row batch, the sampled token is rewritten in place, the next input is the slot's
+    `pending` row where `use` holds, else the emitted token's own row."""
     sampled = sampled or [X] * len(entropies)
-    state = ReasoningState(4, TOKENS, V)
-    state.reset_slots([2], [spec], [max_new_tokens])
-    kinds, toks, done, embeds = "", [], [], []
+    step = DeviceStep(4, TOKENS, V, WEIGHT, 0, V, WEIGHT[DeviceStep.special_rows(TOKENS)])
+    step.admit([2], [spec], [max_new_tokens])
+    rows, slots = torch.tensor([1]), torch.tensor([2])
+    run = Run("", [], [], {}, [], [])
     for h, s in zip(entropies, sampled):
-        out = state.step(torch.tensor([2]), logits_with_entropy(h)[None], torch.tensor([s]), WEIGHT)
-        kinds += "L" if bool(out.is_latent[0]) else "E"
-        toks.append(int(out.next_token[0]))
-        done.append(bool(out.finished[0]))
-        embeds.append(out.next_embeds[0])
-    return kinds, toks, done, embeds, state
+        logits = torch.stack([torch.randn(V), logits_with_entropy(h)])  # [2, V]
+        tokens = torch.tensor([PAD, s])
+        row_out = step.post(step.pre(logits, rows, slots), tokens)
+        assert int(tokens[0]) == PAD  # the other row untouched
+        run.kinds += "L" if int(row_out[0, 1]) else "E"
+        run.tokens.append(int(tokens[1]))
+        soft = bool(step.tables.use[2])
+        run.embeds.append(step.tables.pending[2].clone() if soft else WEIGHT[run.tokens[-1]])
+        run.recorded.append(int(row_out[0, 0]))
+    finished = step.finish(2)
+    modes = finished.pop("modes")
+    assert modes == "".join(k for k, r in zip(run.kinds, run.recorded) if r >= 0)
+    run.stats = finished
+    return run
+
+
+def run_reference(spec: ReasoningSpec, entropies: list[float], sampled: list[int] | None = None,
+                  max_new_tokens: int = 64) -> Run:
+    """The same steps through the plain single-request `swir_step`, up to the finishing one."""
+    sampled = sampled or [X] * len(entropies)
+    st, run = SlotState(), Run("", [], [], {}, [], [])
+    for h, s in zip(entropies, sampled):
+        ref = swir_step(st, logits_with_entropy(h), s, WEIGHT, TOKENS, spec, max_new_tokens)
+        run.kinds += "L" if ref.is_latent else "E"
+        run.tokens.append(ref.token)
+        run.embeds.append(ref.embed)
+        run.done.append(ref.finished)
+        if ref.finished:
+            break
+    run.stats = st.stats
+    return run
+
+
+RUNS = {"kernel": run_kernel, "reference": run_reference}
 
 
 S, LAT, EXP = "switch", "latent", "explicit"
@@ -111,33 +155,46 @@ ROWS = [
 ]
 
 
+@pytest.mark.parametrize("driver", RUNS)
 @pytest.mark.parametrize("line, kwargs, entropies, sampled, kinds, emitted, stats", ROWS,
                          ids=[r[0] for r in ROWS])
-def test_state_machine(line, kwargs, entropies, sampled, kinds, emitted, stats) -> None:
-    got_kinds, toks, _done, _, state = run_one(ReasoningSpec(**kwargs), entropies, sampled)
-    assert got_kinds == kinds, line
-    assert toks == (emitted or sampled or [X] * len(entropies)), line
-    got_stats = state.stats([2])[0].to_json()
-    assert {k: got_stats[k] for k in stats} == stats, line
+def test_state_machine(driver, line, kwargs, entropies, sampled, kinds, emitted, stats) -> None:
+    run = RUNS[driver](ReasoningSpec(**kwargs), entropies, sampled)
+    assert run.kinds == kinds, line
+    assert run.tokens == (emitted or sampled or [X] * len(entropies)), line
+    assert {k: run.stats[k] for k in stats} == stats, line
+
+
+TERMINATION = [4.0, 3.5, 3.8, 3.0, 3.3, 2.0, 2.0, 2.0, 2.0, 2.0]  # termination queued at step 5
 
 
 def test_termination_budget_finishes_the_request() -> None:
     # Termination queued at step 5 with a budget of 4: the request ends 3 steps later (step 8).
     spec = ReasoningSpec(mode=S, window=1, max_switches=1, termination_budget=4)
-    _, toks, done, _, _ = run_one(spec, [4.0, 3.5, 3.8, 3.0, 3.3, 2.0, 2.0, 2.0, 2.0, 2.0])
-    assert done.index(True) == 8 and toks[6:9] == [END, 20, 21]
+    ref = run_reference(spec, TERMINATION)
+    assert ref.done.index(True) == 8 and ref.tokens[6:9] == [END, 20, 21]
+    # The server's step emits EOS at the next step (SGLang finishes the request on it); that
+    # step leaves the slot's state, statistics and mode history as they were.
+    got = run_kernel(spec, TERMINATION)
+    assert got.tokens[:9] == ref.tokens and got.tokens[9] == EOS
+    assert got.recorded == list(range(9)) + [-1]
+    assert got.stats == ref.stats and got.kinds[:9] == ref.kinds
 
 
 @pytest.mark.parametrize("sampled, max_new, first_done", [([X, EOS, X], 8, 1), ([X] * 4, 3, 2)])
 def test_finish_on_eos_and_max_new_tokens(sampled, max_new, first_done) -> None:
-    _, _, done, _, _ = run_one(ReasoningSpec(mode=S), [2.0] * len(sampled), sampled, max_new)
-    assert done.index(True) == first_done
+    ref = run_reference(ReasoningSpec(mode=S), [2.0] * len(sampled), sampled, max_new)
+    assert ref.done.index(True) == first_done
+    # the server finishes on the emitted EOS (and SGLang on max_new_tokens): the step emits it
+    got = run_kernel(ReasoningSpec(mode=S), [2.0] * len(sampled), sampled, max_new)
+    assert got.tokens == sampled
 
 
-def test_embeddings_follow_the_blend_formulas() -> None:
+@pytest.mark.parametrize("driver", RUNS)
+def test_embeddings_follow_the_blend_formulas(driver) -> None:
     spec = ReasoningSpec(mode=S, alpha0=0.5, beta0=0.6, window=1)
     entropies, n = [2.0, 1.5, 3.0], 10
-    _, _, _, embeds, _ = run_one(spec, entropies, [X, 12, 13], max_new_tokens=n)
+    run = RUNS[driver](spec, entropies, [X, 12, 13], max_new_tokens=n)
     soft = [torch.softmax(logits_with_entropy(h), -1) @ WEIGHT for h in entropies]
     a, b = 0.5 + 0.5 * 2 / n, 0.6 + 0.4 * 1 / n
     expected = [
@@ -145,86 +202,19 @@ def test_embeddings_follow_the_blend_formulas() -> None:
         b * soft[1] + (1 - b) * WEIGHT[END],  # to_explicit: soft blended with </think>
         a * soft[2] + (1 - a) * WEIGHT[THINK],  # to_latent: soft blended with <think>
     ]
-    for got, want in zip(embeds, expected):
+    for got, want in zip(run.embeds, expected):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    explicit = run_one(ReasoningSpec(mode=EXP), [2.0, 1.0], [X, 12])[3]
+    explicit = RUNS[driver](ReasoningSpec(mode=EXP), [2.0, 1.0], [X, 12]).embeds
     assert torch.equal(explicit[1], WEIGHT[12])  # explicit rows are exact lookups
 
 
-def test_batch_with_mixed_modes_equals_single_slot_reference() -> None:
-    rng = random.Random(0)
-    gen = torch.Generator().manual_seed(2)
-    specs = {
-        0: ReasoningSpec(mode=EXP),
-        3: ReasoningSpec(mode=S, window=2),
-        4: ReasoningSpec(mode=S, window=1, max_switches=1, termination_budget=3),
-        5: ReasoningSpec(mode=LAT, thinking_budget=6),
-        6: ReasoningSpec(mode=LAT, cold_stop_threshold=3.0, cold_stop_steps=2, alpha0=0.4),
-        7: ReasoningSpec(mode=S, soft_topk=8, alpha0=0.5, window=1, math_tokens_explicit=False),
-    }
-    max_new = {slot: 24 + slot for slot in specs}
-    state = ReasoningState(9, TOKENS, V)
-    state.reset_slots(list(specs), list(specs.values()), list(max_new.values()))
-    refs = {slot: SlotState() for slot in specs}
-    live = set(specs)
-    for _ in range(40):
-        if not live:
-            break
-        batch = rng.sample(sorted(live), rng.randint(1, len(live)))  # any order, any subset
-        scale = torch.rand(len(batch), 1, generator=gen) * 4  # spread the entropies
-        logits = torch.randn(len(batch), V, generator=gen) * scale  # [B, V]
-        sampled = torch.tensor([rng.choices([X, 10, 11, 40, END, EOS], [60, 8, 8, 20, 1, 1])[0]
-                                for _ in batch])
-        out = state.step(torch.tensor(batch), logits, sampled, WEIGHT)
-        for i, slot in enumerate(batch):
-            ref = swir_step(refs[slot], logits[i], int(sampled[i]), WEIGHT, TOKENS, specs[slot],
-                            max_new[slot])
-            assert int(out.next_token[i]) == ref.token, slot
-            assert bool(out.is_latent[i]) == ref.is_latent, slot
-            assert bool(out.finished[i]) == ref.finished, slot
-            torch.testing.assert_close(out.next_embeds[i], ref.embed, atol=1e-5, rtol=1e-5)
-            if ref.finished:
-                live.discard(slot)
-    got = state.stats(list(specs))
-    for slot, stats in zip(specs, got):
-        assert stats.to_json() == refs[slot].stats, slot
-    assert got[2].injected_termination and got[3].forced_think_end  # the rows were exercised
-    assert got[1].switches > 2 and got[5].latent_steps > 5
-
-
 def test_release_returns_a_slot_to_explicit_decoding() -> None:
-    state = ReasoningState(2, TOKENS, V)
-    state.reset_slots([1], [ReasoningSpec(mode=LAT)], [8])
-    state.release_slots([1])
-    out = state.step(torch.tensor([1]), logits_with_entropy(2.0)[None], torch.tensor([X]), WEIGHT)
-    assert not bool(out.is_latent[0]) and torch.equal(out.next_embeds[0], WEIGHT[X])
-
-
-def test_cpu_without_interpreter_falls_back_to_torch_refs(monkeypatch) -> None:
-    spec = ReasoningSpec(mode=S, window=1, alpha0=0.5, soft_topk=8)
-    entropies, sampled = [2.0, 1.5, 3.0, 2.5], [X, 10, X, X]
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    kernels = run_one(spec, entropies, sampled)
-    monkeypatch.delenv("TRITON_INTERPRET")
-    assert not ops.use_triton(torch.zeros(1))
-    refs = run_one(spec, entropies, sampled)
-    assert kernels[:3] == refs[:3]
-    for a, b in zip(kernels[3], refs[3]):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.gpu
-def test_step_has_no_host_sync_on_gpu() -> None:
-    state = ReasoningState(4, TOKENS, V, device="cuda")
-    state.reset_slots([0, 1, 2], [ReasoningSpec(mode=S), ReasoningSpec(mode=LAT, soft_topk=4),
-                                  ReasoningSpec(mode=EXP)], [16, 16, 16])
-    weight = WEIGHT.cuda().bfloat16()
-    idx, logits = torch.tensor([2, 0, 1], device="cuda"), torch.randn(3, V, device="cuda")
-    sampled = torch.tensor([X, X, END], device="cuda")
-    state.step(idx, logits, sampled, weight)  # compile the kernels first
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        out = state.step(idx, logits, sampled, weight)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    assert out.next_embeds.dtype == torch.bfloat16 and out.next_embeds.shape == (3, H)
+    step = DeviceStep(2, TOKENS, V, WEIGHT, 0, V, WEIGHT[DeviceStep.special_rows(TOKENS)])
+    step.admit([1], [ReasoningSpec(mode=LAT)], [8])
+    step.release([1])
+    assert not bool(step.soft_input(torch.tensor([1]))[0])
+    tokens = torch.tensor([X])
+    row_out = step.post(step.pre(logits_with_entropy(2.0)[None], torch.tensor([0]),
+                                 torch.tensor([1])), tokens)
+    assert int(tokens[0]) == X and int(row_out[0, 1]) == 0  # emitted as sampled, explicit
+    assert int(step.tables.use[1]) == 0  # the forward embeds the token itself

@@ -166,6 +166,7 @@ def test_mixed_batch_equals_single_request_reference(dtype, seed):
     assert seen_latent > 10 and seen_explicit_soft > 0  # latent and `to_explicit` blends ran
     assert any(r.stats["injected_termination"] or r.stats["forced_think_end"]
                for r in refs.values())  # an injection ran
+    assert refs[4].stats["injected_termination"]  # its limit of 1 switch was passed
 
 
 def test_history_and_relay_publish_on_another_stage():

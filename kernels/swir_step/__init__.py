@@ -1,6 +1,6 @@
 """The fused SwiReasoning step: Triton kernels (kernel.py: logits passes, update.py: the state
 machine) launched by `launch.py`, their column layout (`layout.py`), and the plain fp32 torch
-twins of the logits passes (`ref.py`; the update's twin is `rio_sglang.reasoning.state`)."""
+twins of the logits passes (`ref.py`; the whole step's is `rio_sglang.reasoning.reference`)."""
 
 from .. import lazy_exports
 from .ref import lse_entropy_ref, mix_ref

@@ -1,5 +1,5 @@
-"""Column layout of SwiReasoning's per-slot device state, shared by the batched torch state machine
-(`rio_sglang.reasoning.state`) and the fused step kernels (`kernel.py`).
+"""Column layout of SwiReasoning's per-slot device state, shared by the tables' owner
+(`rio_sglang.reasoning.state`) and the fused step kernels (`kernel.py`, `update.py`).
 
 Two tables per slot: `ints [S, len(INT_FIELDS)] int32` (booleans as 0 / 1) and
 `floats [S, len(FLOAT_FIELDS)] fp32`. Each entry: name -> value after reset.

@@ -1,6 +1,6 @@
 """Plain fp32 torch twins of the fused step's two logits passes (`launch.row_stats`,
-`launch.pre_sample`'s mixture). The state update's twin is the batched torch state machine,
-`rio_sglang.reasoning.state.ReasoningState.step`."""
+`launch.pre_sample`'s mixture). The whole step's twin is the single-request specification,
+`rio_sglang.reasoning.reference.swir_step`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The fused SwiReasoning step's third launch (after sampling, see kernel.py): the state machine
 per row, the emitted token, and the next input (mixture + delimiter blend, one rounding) published
-into the slot's buffer. Launched by `launch.post_sample`; its plain-torch twin is
-`rio_sglang.reasoning.state.ReasoningState.step`.
+into the slot's buffer. Launched by `launch.post_sample`; its plain-torch twin, one request at a
+time, is `rio_sglang.reasoning.reference.swir_step`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""SwiReasoning runtime: request spec, token ids, the batched state machine and its reference.
+"""SwiReasoning runtime: request spec, token ids, the device state and its plain reference.
 
-Imports neither `sglang` nor CUDA; the Triton kernels load on first use (see `ops.py`). The
-names load on first use too (PEP 562): `rio_sglang.reasoning.spec`, all a client needs (the
-spec dataclass), imports without torch, so `import rio_frontend` stays light.
+Imports neither `sglang` nor CUDA; the step's Triton kernels (`rio_kernels.swir_step`, driven by
+`device.py`) load on first use. The names load on first use too (PEP 562):
+`rio_sglang.reasoning.spec`, all a client needs (the spec dataclass), imports without torch, so
+`import rio_frontend` stays light.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ _NAMES = {
     "ReasoningSpecError": "spec",
     "ReasoningStats": "spec",
     "ReasoningState": "state",
-    "StepOutput": "state",
     "ReasoningTokens": "tokens",
     "resolve_tokens": "tokens",
 }
@@ -32,7 +32,6 @@ __all__ = [  # the keys of _NAMES (tests/test_imports.py)
     "ReasoningStats",
     "ReasoningTokens",
     "ReferenceResult",
-    "StepOutput",
     "generate_reference",
     "resolve_tokens",
     "swir_step",

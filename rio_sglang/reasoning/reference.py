@@ -1,7 +1,7 @@
 """SwiReasoning as a plain batch-of-one transformers loop, written from SWIREASONING.md.
 
-The runtime (`state.py`) must match it token for token and mode for mode; tests call
-`generate_reference` on tiny models and `swir_step` on synthetic logits.
+The server's step (`device.py::DeviceStep`, rio_kernels.swir_step) must match it token for token
+and mode for mode; tests call `generate_reference` on tiny models, `swir_step` on synthetic logits.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Fixtures shared by tests/: generated tiny checkpoints and one real SGLang server per session."""
+"""Fixtures shared by tests/: generated tiny checkpoints (Rio and the paper's other families) and
+one real SGLang server per session."""
 
 from __future__ import annotations
 
@@ -6,13 +7,29 @@ import pytest
 import requests
 
 from rio_sglang.launcher import launch
-from rio_sglang.tiny import write_tiny_checkpoint
+from rio_sglang.tiny import write_family_checkpoint, write_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     """The `tiny` preset (3 GDN + 1 attention layer, 8 experts top-2), per-expert keys."""
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def family_ckpt(tmp_path_factory):
+    """`family_ckpt(name, think_tags=True) -> Path`: a paper family's tiny checkpoint
+    (rio_sglang.tiny.families.FAMILIES, seed 0), written once per session."""
+    written = {}
+
+    def get(name: str, think_tags: bool = True):
+        key = (name, think_tags)
+        if key not in written:
+            folder = tmp_path_factory.mktemp("family") / (name + ("" if think_tags else "-no-think"))
+            written[key] = write_family_checkpoint(folder, name, seed=0, think_tags=think_tags)
+        return written[key]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""transformers' own Qwen3.5-MoE as the reference the server is compared with (tests only),
-and the one image request both sides answer."""
+"""transformers' own model class (Qwen3.5-MoE, or a paper family's) as the reference the server
+is compared with (tests only), and the one image request both sides answer."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import torch
 
 @lru_cache(maxsize=4)
 def hf_model(path: str, dtype: torch.dtype = torch.float16):
-    from transformers import Qwen3_5MoeForConditionalGeneration
+    """transformers' class named by the checkpoint's `architectures[0]`."""
+    import transformers
 
-    model = Qwen3_5MoeForConditionalGeneration.from_pretrained(path, dtype=dtype)
-    return model.eval()
+    arch = transformers.AutoConfig.from_pretrained(path).architectures[0]
+    return getattr(transformers, arch).from_pretrained(path, dtype=dtype).eval()
 
 
 # The smallest top-2 logit gap a compared greedy token may have: two fp16 steps of logits in
@@ -56,6 +57,14 @@ def hf_greedy(path, ids: list[int], n: int) -> list[int]:
     """transformers' greedy tokens for `ids`, each with a top-2 logit margin (assert_margins)."""
     return _generate_checked(path, f"prompt {ids[:8]}...", input_ids=torch.tensor([ids]),
                              max_new_tokens=n)
+
+
+def chat_ids(tok, text: str) -> list[int]:
+    """The token ids of a one-user-turn chat prompt with the generation prompt (thinking on)."""
+    # transformers 5 returns a BatchEncoding here, not a list.
+    enc = tok.apply_chat_template([{"role": "user", "content": text}],
+                                  add_generation_prompt=True, tokenize=True)
+    return list(enc["input_ids"])
 
 
 def hf_logprobs(path, ids: list[int]) -> torch.Tensor:

@@ -6,6 +6,8 @@ one core busy: overlapping the two saves most of every start but the first.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 # A CPU server of a tiny checkpoint holds ~2.5 GiB over its processes (two ranks: twice that).
 # Two test workers each keep a session server and a module's servers up: a server is started
 # ahead only with this much memory free, so that the 24 GiB machines never run out; otherwise it
@@ -60,6 +62,16 @@ class OneAhead:
         if later and later[0] not in self.pending and room_for_a_server():
             self.pending[later[0]] = self.start(later[0])
         return started
+
+    @contextmanager
+    def serving(self, key, timeout: float = 600):
+        """`take(key)`, wait until its server is ready, yield `(server, *extras)`, stop it."""
+        started = self.take(key)
+        try:
+            started[0].wait_ready(timeout=timeout)
+            yield started
+        finally:
+            started[0].stop()
 
     def stop(self) -> None:
         for started in self.pending.values():

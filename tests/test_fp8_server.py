@@ -19,12 +19,11 @@ import shutil
 
 import pytest
 import requests
-from hf_reference import hf_greedy
+from hf_reference import chat_ids, hf_greedy
 from one_ahead import OneAhead
 from test_fp8_loading import read
 from test_reasoning_server import REF_NEW, REFERENCE_CASES, assert_equals_reference, reference_run
 from test_reasoning_server import gen as gen_reasoning
-from test_server_parity import chat_ids
 
 from rio_sglang.launcher import launch
 from rio_sglang.logmarks import EXPERTS_MARK

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hf_reference import hf_greedy
+from hf_reference import chat_ids, hf_greedy
 
 pytestmark = pytest.mark.server
 
@@ -15,13 +15,6 @@ def tok(tiny_ckpt):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_ckpt)
-
-
-def chat_ids(tok, text: str) -> list[int]:
-    # transformers 5 returns a BatchEncoding here, not a list.
-    enc = tok.apply_chat_template([{"role": "user", "content": text}],
-                                  add_generation_prompt=True, tokenize=True)
-    return list(enc["input_ids"])
 
 
 def test_generate_matches_transformers(tiny_ckpt, tok, post):

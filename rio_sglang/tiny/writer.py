@@ -183,8 +183,6 @@ def write_config_only(out_dir, preset: str | TinyPreset, dtype: str = "bfloat16"
 
 def _write_metadata(out: Path, config, tokenizer, ids: dict, dtype: str, made_by: dict,
                     quant: dict | None = None) -> None:
-    from transformers import GenerationConfig
-
     cfg = config.to_dict()
     cfg["dtype"] = dtype
     if quant is not None:
@@ -193,9 +191,17 @@ def _write_metadata(out: Path, config, tokenizer, ids: dict, dtype: str, made_by
     cfg["text_config"]["full_attention_interval"] = 4
     if made_by.get("mtp"):
         cfg["text_config"]["mtp_num_hidden_layers"] = 1  # as Qwen3.5's released configs say
-    cfg["rio_tiny"] = made_by
+    write_text_files(out, cfg, tokenizer, ids, made_by)
+    _write_processor(tokenizer, out)
+
+
+def write_text_files(out: Path, cfg: dict, tokenizer, ids: dict, made_by: dict) -> None:
+    """config.json (`made_by` under "rio_tiny"), generation_config.json (a turn ends on
+    `<|im_end|>`) and the tokenizer files: what every tiny checkpoint has beside its weights."""
+    from transformers import GenerationConfig
+
+    cfg = {**cfg, "rio_tiny": made_by}
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     gen = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     gen.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    _write_processor(tokenizer, out)

@@ -22,6 +22,20 @@ def serves_rio_model() -> bool:
     return os.environ.get("SGLANG_EXTERNAL_MODEL_PACKAGE", "").strip() == MODEL_PACKAGE
 
 
+SWIREASONING = "RIO_SWIREASONING"
+
+
+def swireasoning() -> bool:
+    """RIO_SWIREASONING=1: serve SwiReasoning with whatever SGLang model class the checkpoint
+    names (SGLang's own Qwen3, Llama, Qwen2 ...), not only with ours."""
+    return _flag(SWIREASONING)
+
+
+def swireasoning_on() -> bool:
+    """The reasoning plugin installs its hooks: RIO_SWIREASONING=1, or our class is served."""
+    return swireasoning() or serves_rio_model()
+
+
 def cpu_platform() -> bool:
     """RIO_CPU_PLATFORM=1: activate our out-of-tree CPU platform and Triton-interpreter plugin."""
     return _flag("RIO_CPU_PLATFORM")
@@ -45,16 +59,6 @@ def reasoning_default() -> str | None:
     '{"mode": "switch"}' (unset: requests without a spec decode plainly). Parsed and checked in
     runtime/defaults.py."""
     return os.environ.get(REASONING_DEFAULT) or None
-
-
-SWIREASONING = "RIO_SWIREASONING"
-
-
-def swireasoning() -> bool:
-    """RIO_SWIREASONING=1: the any-model switch of issue 29 (`rio-sglang serve --swireasoning`
-    sets it and leaves SGLANG_EXTERNAL_MODEL_PACKAGE unset, so SGLang's own class serves the
-    checkpoint): what the reasoning plugin reads to add SwiReasoning to that class."""
-    return _flag(SWIREASONING)
 
 
 def moe_w8a8() -> bool:

@@ -119,3 +119,13 @@ def server_greedy_image(url: str, n: int, question: str = IMAGE_QUESTION) -> lis
     assert r.status_code == 200, r.text[:500]
     (ids,) = r.json()["sglext"]["output_ids"]  # one list per choice
     return ids
+
+
+def transitions(modes: str, stats) -> set[str]:
+    """The reasoning events a run shows: mode changes (from its "L"/"E" modes) and injections
+    (from its ReasoningStats)."""
+    seen = {"latent->explicit" for i in range(len(modes) - 1) if modes[i:i + 2] == "LE"}
+    seen |= {"explicit->latent" for i in range(len(modes) - 1) if modes[i:i + 2] == "EL"}
+    flags = {"convergence": stats.injected_convergence, "termination": stats.injected_termination,
+             "budget": stats.forced_think_end}
+    return seen | {k for k, v in flags.items() if v}

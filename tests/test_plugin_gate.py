@@ -1,6 +1,7 @@
-"""The reasoning plugin changes SGLang only in a process that serves our model package: run
-through SGLang's own plugin loader, without SGLANG_EXTERNAL_MODEL_PACKAGE every hooked target
-is SGLang's original and its log names no hook of ours; with it, every one is hooked."""
+"""The reasoning plugin changes SGLang only in a process that asks for SwiReasoning: run through
+SGLang's own plugin loader, without SGLANG_EXTERNAL_MODEL_PACKAGE naming our model package and
+without RIO_SWIREASONING=1 (a stock SGLang model class) every hooked target is SGLang's original
+and its log names no hook of ours; with either, every one is hooked."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 PROBE = """
 import json, logging, os, pkgutil
@@ -28,17 +31,24 @@ def probe():
 
 plugins.load_plugins()
 print("PLAIN", json.dumps(probe()), flush=True)
-os.environ["SGLANG_EXTERNAL_MODEL_PACKAGE"] = "rio_sglang.models"
+os.environ[VAR] = VALUE
 plugins._plugins_loaded = False  # SGLang loads once per process: this probe loads again
 plugins.load_plugins()
 print("OURS", json.dumps(probe()), flush=True)
 """
 
 
-def test_plain_sglang_is_untouched_ours_is_hooked():
+# what turns the plugin on: our model class, or SwiReasoning for whatever class SGLang builds
+SWITCHES = [("SGLANG_EXTERNAL_MODEL_PACKAGE", "rio_sglang.models"), ("RIO_SWIREASONING", "1")]
+
+
+@pytest.mark.parametrize("var,value", SWITCHES, ids=[v for v, _ in SWITCHES])
+def test_plain_sglang_is_untouched_ours_is_hooked(var, value):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("SGLANG_EXTERNAL_MODEL_PACKAGE", "RIO_CPU_PLATFORM", "SGLANG_PLUGINS")}
-    run = subprocess.run([sys.executable, "-c", PROBE], env=env, stdout=subprocess.PIPE,
+           if k not in ("SGLANG_EXTERNAL_MODEL_PACKAGE", "RIO_CPU_PLATFORM", "SGLANG_PLUGINS",
+                        "RIO_SWIREASONING")}
+    probe = f"VAR, VALUE = {var!r}, {value!r}\n" + PROBE
+    run = subprocess.run([sys.executable, "-c", probe], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-3000:]
     plain_log, rest = run.stdout.split("\nPLAIN ", 1)

@@ -3,11 +3,13 @@ request runs with, and what the launchers refuse. Through a real server: tests/t
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from rio_sglang.reasoning.spec import ReasoningSpecError
 from rio_sglang.runtime import defaults
-from rio_sglang.runtime.context import spec_of
+from rio_sglang.runtime.record import admit
 
 SWITCH = '{"mode": "switch", "max_switches": 2}'
 
@@ -42,8 +44,9 @@ def test_request_spec_else_server_default(server_default, default, params, mode,
     server_default(default)
     spec, came_from_default = defaults.effective(params)
     assert (spec and spec.mode, came_from_default) == (mode, from_default)
-    assert spec_of(params) == spec
-    applied = defaults.applied(params)
+    # what a finished request's statistics say (its record, built at admission)
+    req = SimpleNamespace(rid="r", sampling_params=SimpleNamespace(custom_params=params))
+    applied = admit(req, None).finish(0)
     assert applied["from_default"] is from_default
     assert applied["spec"] == (spec.to_json() if spec else None)
     if from_default:

@@ -11,7 +11,7 @@ from functools import cache
 import pytest
 import requests
 import torch
-from hf_reference import assert_margins, hf_model, top2_margins
+from hf_reference import assert_margins, hf_model, top2_margins, transitions
 from one_ahead import OneAhead
 
 from rio_sglang.launcher import launch
@@ -126,14 +126,6 @@ REFERENCE_CASES = [
 # longer latent chains let the fp16 server drift from the fp32 reference.
 REF_NEW = 10
 REF_PROMPT_SEED = 30
-
-
-def transitions(modes: str, stats) -> set[str]:
-    seen = {"latent->explicit" for i in range(len(modes) - 1) if modes[i:i + 2] == "LE"}
-    seen |= {"explicit->latent" for i in range(len(modes) - 1) if modes[i:i + 2] == "EL"}
-    flags = {"convergence": stats.injected_convergence, "termination": stats.injected_termination,
-             "budget": stats.forced_think_end}
-    return seen | {k for k, v in flags.items() if v}
 
 
 def reference_run(ckpt, spec: dict, expected: set[str], seed: int = REF_PROMPT_SEED,

@@ -1,27 +1,23 @@
 """The request-side hooks in-process: spec validation errors name the field, latent modes are
-refused under speculative decoding (tests/test_mtp.py shows the same through a NEXTN server),
-the slot bookkeeping that tells the runtime which slots to reset or release, and a request that
-finishes or is aborted leaves no entry in the reasoning context."""
+refused where they cannot run (speculative decoding: tests/test_mtp.py shows the same through a
+NEXTN server; a vocabulary without think tags), the slot bookkeeping that tells the runtime which
+slots to reset or release, and a request that finishes or is aborted leaves no slot held."""
 
 from __future__ import annotations
 
 import pytest
 
 from rio_sglang.reasoning.spec import ReasoningSpec
-from rio_sglang.runtime import hooks
-from rio_sglang.runtime.context import ReasoningContext, uses_latent
+from rio_sglang.runtime import hooks, validate
+from rio_sglang.runtime.record import Record, admit, record_of
+from rio_sglang.runtime.step import ReasoningRuntime
+
+V, CONTEXT = 512, 4096
 
 
-@pytest.fixture(scope="module")
-def sampling_params():
-    from sglang.srt.sampling.sampling_params import SamplingParams
-
-    hooks._patch_verify()
-    return SamplingParams
-
-
-def make(sp_cls, spec):
-    return sp_cls(max_new_tokens=4, custom_params={"rio_reasoning": spec})
+def check(spec, **kwargs):
+    validate.check_reasoning({"max_new_tokens": 4, "custom_params": {"rio_reasoning": spec}},
+                             V, CONTEXT, **kwargs)
 
 
 # spec, error (None: accepted)
@@ -34,33 +30,33 @@ ROWS = [
 
 
 @pytest.mark.parametrize("spec,error", ROWS)
-def test_verify_names_the_field(sampling_params, spec, error):
-    sp = make(sampling_params, spec)
+def test_a_bad_spec_names_the_field(spec, error):
     if error is None:
-        sp.verify(512)
+        check(spec)
     else:
         with pytest.raises(ValueError, match=error):
-            sp.verify(512)
+            check(spec)
 
 
+NO_TAGS = "the served vocabulary has no <think> token"
 # what the server runs, the mode asked for, the refusal (None: served)
 REFUSALS = [
-    ("_speculative_algorithm", "EAGLE", "latent", r"rio_reasoning\.mode: .*speculative decoding"),
-    ("_speculative_algorithm", "EAGLE", "switch", r"rio_reasoning\.mode: .*speculative decoding"),
-    ("_speculative_algorithm", "EAGLE", "explicit", None),
+    ({"speculative": "EAGLE"}, "latent", r"rio_reasoning\.mode: .*speculative decoding"),
+    ({"speculative": "EAGLE"}, "switch", r"rio_reasoning\.mode: .*speculative decoding"),
+    ({"speculative": "EAGLE"}, "explicit", None),
+    ({"no_latent": NO_TAGS}, "latent", rf"rio_reasoning\.mode: 'latent' .*{NO_TAGS}"),
+    ({"no_latent": NO_TAGS}, "switch", rf"rio_reasoning\.mode: 'switch' .*{NO_TAGS}"),
+    ({"no_latent": NO_TAGS}, "explicit", None),
 ]
 
 
-@pytest.mark.parametrize("probe,value,mode,refusal", REFUSALS)
-def test_latent_modes_refused_where_they_cannot_run(sampling_params, monkeypatch, probe, value,
-                                                     mode, refusal):
-    monkeypatch.setattr(hooks, probe, lambda: value)
-    sp = make(sampling_params, {"mode": mode})
+@pytest.mark.parametrize("server,mode,refusal", REFUSALS)
+def test_latent_modes_refused_where_they_cannot_run(server, mode, refusal):
     if refusal is None:
-        sp.verify(512)
+        check({"mode": mode}, **server)
     else:
         with pytest.raises(ValueError, match=refusal):
-            sp.verify(512)
+            check({"mode": mode}, **server)
 
 
 LAT = ReasoningSpec(mode="latent")
@@ -82,14 +78,32 @@ CLAIMS = [
 ]
 
 
+class FakeStep:
+    """The device step's host side as the runtime's bookkeeping calls it."""
+
+    def __init__(self):
+        self.finished: list[int] = []
+
+    def finish(self, slot: int) -> dict:
+        self.finished.append(slot)
+        return {"latent_steps": 1, "modes": "L"}
+
+
 @pytest.mark.parametrize("claims,expected", [c[1:] for c in CLAIMS], ids=[c[0] for c in CLAIMS])
 def test_slot_bookkeeping(claims, expected):
-    ctx = ReasoningContext()
-    assert [ctx.claim(rid, slot, spec) for rid, slot, spec in claims] == expected
+    runtime = ReasoningRuntime(FakeStep(), relay_to_first_stage=False)
+    records: dict[str, Record] = {}
+    got = []
+    for rid, slot, spec in claims:
+        record = records.setdefault(rid, Record(rid, spec, False, runtime))
+        got.append(runtime.claim(record, slot))
+    assert got == expected
     last_rid, last_slot, _ = claims[-1]
-    if uses_latent(claims[-1][2]):
-        assert ctx.forget(last_rid).slot == last_slot
-    assert last_slot not in ctx.slot_owner
+    last = records[last_rid]
+    if last.latent:
+        assert last.slot == last_slot
+        assert last.finish(4)["latent_steps"] == 1 and runtime.step.finished == [last_slot]
+    assert last_slot not in runtime.holders
 
 
 # how the request leaves, its spec, the slots the next batch's claim releases first
@@ -104,26 +118,37 @@ LEAVES = [
 
 @pytest.mark.parametrize("how,spec,released", LEAVES,
                          ids=[f"{h}-{s['mode']}" for h, s, _ in LEAVES])
-def test_a_request_that_leaves_leaves_no_entry(monkeypatch, how, spec, released):
+def test_a_request_that_leaves_holds_no_slot(how, spec, released):
     from sglang.srt.managers.schedule_batch import FINISH_LENGTH, Req
     from sglang.srt.sampling.sampling_params import SamplingParams
 
     from rio_sglang.runtime import output
 
-    ctx = ReasoningContext()
-    monkeypatch.setattr(hooks, "CONTEXT", ctx)
-    monkeypatch.setattr(output, "CONTEXT", ctx)
+    runtime = ReasoningRuntime(FakeStep(), relay_to_first_stage=False)
     req = Req("r1", "hi", [1, 2], SamplingParams(max_new_tokens=2,
                                                  custom_params={"rio_reasoning": spec}))
-    assert ctx.claim(req.rid, 3, ctx.spec_of_req(req, keep=True))[0] == uses_latent(
-        ctx.spec_of_req(req))
-    assert req.rid in ctx.specs
+    record = admit(req, runtime)
+    assert record_of(req) is record and admit(req, runtime) is record  # parsed once
+    assert runtime.claim(record, 3)[0] == record.latent
     if how == "aborted":
         hooks.aborted(None, None, req)  # after SGLang's Scheduler._release_aborted_request
     else:  # SGLang's output streamer (ours) sends its statistics
         req.finished_reason = FINISH_LENGTH(2)
         info = output.ReasoningOutputStreamer.build_additional_customized_info(None, [req])
         assert info[output.STATS_KEY][0][0]["spec"]["mode"] == spec["mode"]
-    assert (ctx.specs, ctx.tracked, ctx.slot_owner) == ({}, {}, {})
-    assert ctx.claim("r2", 5, None) == (False, released)
-    assert ctx.stale == []
+        assert runtime.step.finished == ([3] if record.latent else [])
+    assert runtime.holders == {} and record.slot is None
+    assert runtime.claim(Record("r2", None, False), 5) == (False, released)
+    assert runtime.stale == []
+
+
+def test_a_hook_that_does_not_apply_stops_the_process():
+    """SGLang's registry only logs a target it cannot patch; ours stops, naming it."""
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    target = "sglang.srt.managers.scheduler.Scheduler.rio_no_such_method"
+    try:
+        with pytest.raises(hooks.HooksNotApplied, match="rio_no_such_method"):
+            hooks._register([(target, "after", hooks.aborted)])
+    finally:
+        HookRegistry._hooks.pop(target, None)

@@ -16,7 +16,7 @@ import pkgutil
 import pytest
 
 from rio_sglang.cpu import patches
-from rio_sglang.runtime import hooks, validate
+from rio_sglang.runtime import hooks, output, validate
 
 VAR = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -53,8 +53,8 @@ def test_hook_target_has_the_expected_signature(target, kind, hook):
 
 # a stand-in SGLang could ship, the hook it would break
 STAND_INS = [
-    ("sglang.srt.sampling.sampling_params.SamplingParams.verify",
-     lambda self, vocab_size, strict: None, hooks.verify),
+    ("sglang.srt.managers.tokenizer_manager.TokenizerManager.update_request_meta_info",
+     lambda self, meta_info, state, customized_info: None, output.update_meta_info),
     ("sglang.srt.mem_cache.unified_radix_cache.UnifiedRadixCache.checkpoint_into_tree",
      lambda self, req, up_to: None, hooks.checkpoint_into_tree),
     ("sglang.srt.model_executor.forward_batch_info.ForwardBatch.init_new",

@@ -52,7 +52,7 @@ SAMPLING = [
 def test_sampling_params(params, field):
     def check():
         validate.check_sampling(params, V, CONTEXT)
-        validate.check_spec_lengths(params, V, CONTEXT)
+        validate.check_reasoning(params, V, CONTEXT)
 
     if field is None:
         check()
@@ -83,7 +83,7 @@ def test_samples_per_prompt(params, ok):
 
 def test_spec_bound_is_named_with_the_value():
     with pytest.raises(ValueError, match=rf"{SPEC_KEY}\.window: must lie in \[1, {MAX_STEPS}\]"):
-        validate.check_spec_lengths({"custom_params": {SPEC_KEY: {"window": 2**40}}}, V, CONTEXT)
+        validate.check_reasoning({"custom_params": {SPEC_KEY: {"window": 2**40}}}, V, CONTEXT)
 
 
 def test_patched_sglang_targets_are_where_we_patch_them():

@@ -1,7 +1,8 @@
 """Decoder layers (mixer by `config.layer_types`, then the MoE block) and the text model.
 
-`RioTextModel.embed` is the one place token ids become input embeddings: the reasoning runtime
-replaces rows there (latent steps feed a probability mixture of embeddings instead of a token).
+Token ids become input embeddings in `embed_tokens` (SGLang's VocabParallelEmbedding); the
+reasoning runtime replaces latent rows there through a forward hook, as on any SGLang model
+(`rio_sglang/runtime/attach.py`).
 
 Pipeline parallel: each stage builds only its layers (SGLang's `make_pp_layers`, the same split
 its hybrid state pool uses); the first stage owns the embedding, the last the final norm, and
@@ -10,7 +11,6 @@ stages hand `hidden_states` + `residual` to each other as `PPProxyTensors`.
 
 from __future__ import annotations
 
-import torch
 from sglang.srt.layers.layernorm import GemmaRMSNorm
 from sglang.srt.layers.utils import PPMissingLayer
 from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding
@@ -82,17 +82,9 @@ class RioTextModel(nn.Module):
             prefix=f"{prefix}.layers")
         self.norm = (GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps) if last
                      else PPMissingLayer())
-        # Set by the reasoning runtime: (embeds, forward_batch) -> embeds (latent slots' inputs).
-        self.embed_override = None
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embed_tokens
-
-    def embed(self, input_ids, input_embeds, forward_batch) -> torch.Tensor:
-        h = self.embed_tokens(input_ids) if input_embeds is None else input_embeds
-        if self.embed_override is not None:
-            h = self.embed_override(h, forward_batch)
-        return h
 
     def owns_layer(self, layer_id: int) -> bool:
         return self.start_layer <= layer_id < self.end_layer
@@ -103,7 +95,8 @@ class RioTextModel(nn.Module):
         if input_deepstack_embeds is not None:
             raise NotImplementedError("Qwen3.5's vision tower has no deepstack features")
         if self.pp_group.is_first_rank:
-            h, residual = self.embed(input_ids, input_embeds, forward_batch), None
+            h = self.embed_tokens(input_ids) if input_embeds is None else input_embeds
+            residual = None
         else:
             h, residual = pp_proxy_tensors["hidden_states"], pp_proxy_tensors["residual"]
         for layer in self.layers[self.start_layer:self.end_layer]:

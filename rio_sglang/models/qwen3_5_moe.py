@@ -45,7 +45,8 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
         rope = getattr(self.config, "rope_parameters", None) or self.config.rope_scaling or {}
         self.is_mrope_enabled = not self.language_model_only and "mrope_section" in rope
         self.tp_size = get_tensor_model_parallel_world_size()
-        self.reasoning = None  # ReasoningRuntime: `init_reasoning`, once the slot pool exists
+        # SwiReasoning attaches to any model (runtime/attach.py); under pipeline parallelism
+        # it mixes these rows, which the loader fills on a last stage without the embedding.
         self.latent = LatentTable(self.config, self.pp_group, get_tensor_model_parallel_rank(),
                                   self.tp_size, model_path)
         self.model_path = model_path
@@ -70,12 +71,6 @@ class Qwen3_5MoeForConditionalGeneration(Qwen3VLForConditionalGeneration):
     def keep_latent_embed(self, full: torch.Tensor) -> None:
         """The loader hands over the checkpoint's whole embedding table [V, H]."""
         self.latent.keep(full)
-
-    def init_reasoning(self, num_slots: int) -> None:
-        """Per-slot reasoning state on this rank, and the embedding override that feeds latent
-        slots their next input (SGLang calls it through our hook before capturing graphs)."""
-        self.reasoning = self.latent.runtime(num_slots, getattr(self.model, "embed_tokens", None))
-        self.model.embed_override = self.reasoning.override_embeds
 
     def load_weights(self, weights) -> None:
         path = self.model_path

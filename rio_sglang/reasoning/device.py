@@ -19,11 +19,9 @@ from rio_kernels.swir_step.layout import (
     THINK_END_ROW,
     THINK_ROW,
 )
-from rio_sglang.reasoning.spec import ReasoningSpec
+from rio_sglang.reasoning.spec import HISTORY, ReasoningSpec
 from rio_sglang.reasoning.state import ReasoningState
 from rio_sglang.reasoning.tokens import ReasoningTokens
-
-HISTORY = 4096  # steps whose mode (latent / explicit) a response reports, per request
 
 
 class DeviceStep:

@@ -27,6 +27,7 @@ INT_BOUNDS = {
     "cold_stop_steps": (1, MAX_STEPS),
     "soft_topk": (1, MAX_STEPS),
 }
+HISTORY = 4096  # steps whose mode (latent / explicit) a response reports, per request
 STEP_FIELDS = ("window", "termination_budget", "thinking_budget", "cold_stop_steps")
 
 

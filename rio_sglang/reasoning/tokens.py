@@ -16,9 +16,11 @@ THINK = "<think>"
 THINK_END = "</think>"
 # The reference blends the first latent input with the two-character token backslash-n.
 BACKSLASH_N = "\\n"
-# Convergence text: "</think>" for Qwen models (ours), "\n\n</think>\n\n" for other families.
+# Convergence text: "</think>" for Qwen3 models (Rio's Qwen3.5 included), "\n\n</think>\n\n" for
+# other families (DeepSeek-R1-Distill's Llama and Qwen2), as the upstream loop picks by model.
 QWEN_CONVERGENCE = "</think>"
 OTHER_CONVERGENCE = "\n\n</think>\n\n"
+QWEN3_MODEL_TYPES = ("qwen3",)  # config.model_type prefixes that take the Qwen texts
 TERMINATION = "</think>\n\nThe final answer is"
 
 # Symbols whose token ids force an explicit step: the reference's LaTeX / arithmetic list,
@@ -125,3 +127,27 @@ def resolve_tokens(
         convergence_ids=tuple(_encode(tokenizer, convergence_text)),
         termination_ids=tuple(_encode(tokenizer, termination_text)),
     )
+
+
+def convergence_text(model_type: str) -> str:
+    """The convergence text of a model family, by its config's `model_type`."""
+    return QWEN_CONVERGENCE if model_type.startswith(QWEN3_MODEL_TYPES) else OTHER_CONVERGENCE
+
+
+def missing_think_tag(tokenizer: Any) -> str | None:
+    """Why a vocabulary cannot run latent reasoning (no single-token `<think>` / `</think>`),
+    or None."""
+    for tag in (THINK, THINK_END):
+        if _token_id(tokenizer, tag) is None and len(_encode(tokenizer, tag)) != 1:
+            return (f"the served vocabulary has no {tag} token (latent and switch reasoning "
+                    "need <think> and </think> as single tokens)")
+    return None
+
+
+def family_tokens(tokenizer: Any, model_type: str) -> ReasoningTokens:
+    """`resolve_tokens` with the family's convergence text (`model_type`: the config's);
+    ValueError saying why when the vocabulary has no think tags."""
+    missing = missing_think_tag(tokenizer)
+    if missing is not None:
+        raise ValueError(missing)
+    return resolve_tokens(tokenizer, convergence_text(model_type))

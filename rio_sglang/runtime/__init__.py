@@ -1,8 +1,10 @@
-"""SwiReasoning inside SGLang: request plumbing (hooks.py) and the per-step device work (step.py).
+"""SwiReasoning inside SGLang: request plumbing (hooks.py, record.py), the model attachment
+(attach.py) and the per-step device work (step.py).
 
 `plugin_entry` is an `sglang.srt.plugins` entry point that SGLang runs in every process of any
-server in this virtualenv: it installs the hooks only where our model package is served
-(`env.serves_rio_model`), so other models see SGLang unchanged. It imports SGLang only then.
+server in this virtualenv: it installs the hooks only where SwiReasoning is asked for
+(`RIO_SWIREASONING=1`, any model class) or our model package is served, so that otherwise SGLang
+runs unchanged. It imports SGLang only then.
 """
 
 import logging
@@ -15,9 +17,9 @@ log = logging.getLogger(__name__)
 
 def plugin_entry() -> None:
     # A warning: SGLang loads plugins before it configures logging, so info would be lost.
-    if not env.serves_rio_model():
-        log.warning("%s: idle (SGLANG_EXTERNAL_MODEL_PACKAGE is not %s): SGLang runs unchanged",
-                    PLUGIN_MARK, env.MODEL_PACKAGE)
+    if not env.swireasoning_on():
+        log.warning("%s: idle (neither %s=1 nor SGLANG_EXTERNAL_MODEL_PACKAGE=%s): SGLang runs "
+                    "unchanged", PLUGIN_MARK, env.SWIREASONING, env.MODEL_PACKAGE)
         return
     from rio_sglang.runtime import hooks
 

@@ -1,7 +1,8 @@
 """The server-wide default reasoning spec (`RIO_REASONING_DEFAULT`) and the spec a request runs.
 
-The launchers (`rio_sglang.quickstart`, `launch/recipe.py`) check the default with `check_default`
-before SGLang starts and export it; in SGLang's processes `context.spec_of` asks `effective`.
+`rio-sglang serve` (`rio_sglang/serve.py`) checks the default with `check_default`
+before SGLang starts and exports it; in SGLang's processes `effective` gives a request's spec
+(validate.py in the tokenizer process, record.py at a scheduler's admission).
 A request's own `custom_params.rio_reasoning` replaces the default whole (no field merging).
 """
 
@@ -61,9 +62,3 @@ def effective(custom_params) -> tuple[ReasoningSpec | None, bool]:
         return ReasoningSpec.from_json(custom_params[SPEC_KEY]), False
     spec = default_spec()
     return spec, spec is not None
-
-
-def applied(custom_params) -> dict:
-    """What a finished request's statistics add: the spec it ran with and where it came from."""
-    spec, from_default = effective(custom_params)
-    return {"spec": None if spec is None else spec.to_json(), "from_default": from_default}

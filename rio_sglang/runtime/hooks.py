@@ -1,29 +1,37 @@
 """Hooks into SGLang 0.5.23 for per-request reasoning, installed by `runtime.plugin_entry` only
-in the processes of a server that serves our model package.
+in the processes of a server that runs SwiReasoning (`env.swireasoning_on`).
 
 Every hook goes through SGLang's plugin hook registry (`sglang/srt/plugins/hook_registry.py`),
-which logs the plugin that applied it and keeps classmethods / staticmethods intact. `hooks()`
-lists them (SGLang target, hook type, hook); tests/test_sglang_seams.py checks that each target
-still exists with the parameters its hook takes, so an SGLang upgrade that moves one fails there
-(tests/test_plugin_gate.py: none is applied for another model).
+which logs the plugin that applied it and keeps classmethods / staticmethods intact; `install`
+applies them at once and stops the process if one did not apply (the registry only logs that).
+`hooks()` lists them (SGLang target, hook type, hook); tests/test_sglang_seams.py checks that each
+target still exists with the parameters its hook takes, so an SGLang upgrade that moves one fails
+there (tests/test_plugin_gate.py: none is applied for another model without RIO_SWIREASONING).
+
+A request's path, scheduler side:
+1. its spec was parsed and checked once in the tokenizer process (validate.py: a bad one is a
+   400 naming the field);
+2. `ForwardBatch.init_new`, after: the first batch that holds it parses its spec once more, into
+   its `record.py::Record` (on SGLang's `Req`); a new latent / switch record gets its slot reset
+   (`step.py::ReasoningRuntime.claim`), and the sampling info names the stepping rows;
+3. the model's forward and the sampler (`attach.py`, `step.py`) step it on the device;
+4. `Scheduler.get_output_streamer_class`, after: `output.py::ReasoningOutputStreamer` reads a
+   finished record's statistics once and frees its slot; `Scheduler._release_aborted_request`,
+   after: an aborted record's slot is released.
 
 target (`sglang.srt...`), hook type: why (no official route unless said)
-- `SamplingParams.verify`, after: a bad `custom_params.rio_reasoning` is a ValueError (HTTP
-  400); latent modes are refused under speculative decoding.
-- `ModelRunner._init_post_memory_pool_components`, after: our model builds its runtime once the
-  slot pool exists, before CUDA graphs, and sets SGLang's sampling observer (its documented
-  route; step.py).
-- `ForwardBatch.init_new` (a classmethod), after: new latent / switch requests get their slot
-  reset, stale slots are released (`context.py::ReasoningContext.claim`), the sampling info
-  names stepping rows.
-- `Scheduler.get_output_streamer_class`, after: returns `output.py::ReasoningOutputStreamer`
-  (SGLang's route for customized output: a streamer subclass), which frees finished requests.
-- `Scheduler._release_aborted_request`, after: an aborted request's context entries go.
-- `TokenizerManager._accumulate_request_meta_info` (a staticmethod), around: our statistics
-  are one dict, not a per-token list.
+- `ModelRunner._init_post_memory_pool_components`, after: the runtime is attached to the model
+  once the slot pool exists, before CUDA graphs (`attach.py`), and the runner samples through
+  SGLang's sampling observer (its documented route; step.py).
+- `ForwardBatch.init_new` (a classmethod), after: step 2.
+- `Scheduler.get_output_streamer_class`, after: step 4 (SGLang's route for customized output:
+  a streamer subclass).
+- `Scheduler._release_aborted_request`, after: step 4.
+- `TokenizerManager.update_request_meta_info`, around (its public route): our statistics are
+  one dict, not a per-token list.
 - `OpenAIServing{Chat,Completion}._build_*_response`, after: `metadata["rio_reasoning"]`;
   `..._generate_*_stream`, around: a refused first chunk raises (a 400, validate.py), one last
-  chunk before `[DONE]`.
+  chunk before `[DONE]` with the statistics the stream's own outputs carried.
 - `UnifiedRadixCache.checkpoint_into_tree`, around: the radix cache never keys KV written by
   latent steps.
 - validate.py, around: `TokenizerManager._validate_one_request` and `._tokenize_one_request`,
@@ -38,59 +46,46 @@ Not through the registry, and why (guard: tests/test_sglang_seams.py, named test
 - `SamplingBatchInfo.rio_reasoning_rows` (`step.py::ROWS_ATTR`), an attribute set by
   `init_new`: SGLang's sampling observer is handed only the batch's sampling info, so the
   stepping rows travel on it (`test_the_observer_is_handed_only_the_sampling_info`).
+- `Req.rio_reasoning` (`record.py::RECORD_ATTR`): the record lives and dies with its request.
 """
 
 from __future__ import annotations
 
 import logging
 
-from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpecError
 from rio_sglang.runtime import validate
-from rio_sglang.runtime.context import CONTEXT, Admission, spec_of, uses_latent
+from rio_sglang.runtime.record import admit, record_of
 
 log = logging.getLogger(__name__)
 _installed = False
 
 
-def verify(result, self, vocab_size):
-    """After `SamplingParams.verify`: our spec's errors name the field."""
-    try:
-        spec = spec_of(self.custom_params)
-        if spec is not None:
-            spec.validate(vocab_size)
-    except ReasoningSpecError as e:
-        # str(e) starts with the field: "window: must lie in [1, 16777216], got -1"
-        raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
-    if uses_latent(spec) and _speculative_algorithm():
-        raise ValueError(
-            f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run under "
-            f"speculative decoding ({_speculative_algorithm()}): draft tokens would be "
-            "verified against soft inputs; use mode 'explicit' or a server without "
-            "--speculative-algorithm")
-
-
-def _speculative_algorithm() -> str | None:
-    from sglang.srt import runtime_context
-
-    try:
-        algo = runtime_context.get_spec().speculative_algorithm
-    except (RuntimeError, LookupError, AttributeError, ValueError):  # no context: no refusal
-        return None
-    return str(algo) if algo else None
+class HooksNotApplied(SystemExit):
+    """Stops the process: SGLang would run on without a hook the reasoning path needs."""
 
 
 def after_memory_pool(result, self):
-    """Our model builds its reasoning runtime once the request-slot pool exists and before CUDA
-    graphs are captured (the decode graph captures its embedding override), and the runner
-    samples through our observer."""
-    from rio_sglang.runtime.step import ReasoningObserver
+    """The runtime is attached once the request-slot pool exists and before CUDA graphs are
+    captured (the decode graph captures the embedding override); the runner samples through our
+    observer. Not for a draft worker, nor where the runner has no observer (speculative
+    decoding: latent requests are refused there), nor for a vocabulary without think tags."""
+    from sglang.srt.runtime_context import get_parallel
 
-    init = getattr(self.model, "init_reasoning", None)
-    if init is None or getattr(self, "is_draft_worker", False):
+    from rio_sglang.runtime.attach import attach, served_tokens
+    from rio_sglang.runtime.step import RUNTIME_ATTR, ReasoningObserver
+
+    if getattr(self, "is_draft_worker", False) or not self.supports_sampling_observer():
         return
-    init(self.req_to_token_pool.size + 1)
-    if self.supports_sampling_observer():  # not under speculative decoding (refused there)
-        self.sampling_observer = ReasoningObserver(self.model)
+    args = self.server_args
+    tokens = served_tokens(args.tokenizer_path or args.model_path,
+                           getattr(self.model_config.hf_config, "model_type", ""))
+    if tokens is None:
+        return
+    parallel = get_parallel()
+    runtime = attach(self.model, self.req_to_token_pool.size + 1, tokens, parallel.pp_size,
+                     parallel.tp_size)
+    setattr(self, RUNTIME_ATTR, runtime)
+    self.sampling_observer = ReasoningObserver(runtime)
 
 
 def _steps(req, decode: bool) -> bool:
@@ -103,47 +98,49 @@ def _steps(req, decode: bool) -> bool:
 
 
 def init_new(fb, cls, batch, model_runner, **kwargs):
-    """After `ForwardBatch.init_new`: admit / release slots, name the stepping rows."""
-    from rio_sglang.runtime.step import ROWS_ATTR
+    """After `ForwardBatch.init_new`: records, slots admitted / released, the stepping rows."""
+    from rio_sglang.runtime.step import ROWS_ATTR, RUNTIME_ATTR
 
-    runtime = getattr(model_runner.model, "reasoning", None)
+    runtime = getattr(model_runner, RUNTIME_ATTR, None)
+    records = [admit(req, runtime) for req in batch.reqs]
     if runtime is None:
         return fb
-    admission, release, index, slots = Admission(), [], [], []
+    slots, specs, max_new, release, index, rows = [], [], [], [], [], []
     decode = batch.forward_mode.is_decode()
-    for i, req in enumerate(batch.reqs):
-        spec = CONTEXT.spec_of_req(req, keep=True)
+    for i, (req, record) in enumerate(zip(batch.reqs, records)):
         slot = int(req.kv.req_pool_idx)
-        admit, stale = CONTEXT.claim(req.rid, slot, spec)
+        reset, stale = runtime.claim(record, slot)
         release += stale
-        if admit:
-            admission.slots.append(slot)
-            admission.specs.append(spec)
-            admission.max_new_tokens.append(int(req.sampling_params.max_new_tokens or 1))
-        if uses_latent(spec) and _steps(req, decode):
-            index.append(i)
+        if reset:
             slots.append(slot)
+            specs.append(record.spec)
+            max_new.append(int(req.sampling_params.max_new_tokens or 1))
+        if record.latent and _steps(req, decode):
+            index.append(i)
+            rows.append(slot)
     if release:
         runtime.release(release)
-    if admission.slots:
-        runtime.admit(admission.slots, admission.specs, admission.max_new_tokens)
+    if slots:
+        runtime.admit(slots, specs, max_new)
     if index and fb.sampling_info is not None:
-        setattr(fb.sampling_info, ROWS_ATTR, runtime.rows(index, slots))
+        setattr(fb.sampling_info, ROWS_ATTR, runtime.rows(index, rows))
     return fb
 
 
 def checkpoint_into_tree(original, self, req, *, up_to: int, **kwargs):
     """Past the prompt, a latent request's KV (and its GDN state) belongs to soft inputs, not
     to the token ids it would be keyed by: insert nothing beyond what the tree holds."""
-    past_prompt = up_to > len(req.origin_input_ids)
-    if past_prompt and uses_latent(CONTEXT.spec_of_req(req)):
+    record = record_of(req)
+    if up_to > len(req.origin_input_ids) and record is not None and record.latent:
         up_to = min(up_to, req.kv.cache_protected_len)
     return original(self, req, up_to=up_to, **kwargs)
 
 
 def aborted(result, self, req):
-    """After `Scheduler._release_aborted_request`: an aborted request's entries go."""
-    CONTEXT.abort(req.rid)
+    """After `Scheduler._release_aborted_request`: a slot the request holds is released."""
+    record = record_of(req)
+    if record is not None:
+        record.abort()
 
 
 def hooks() -> list[tuple[str, str, object]]:
@@ -154,14 +151,13 @@ def hooks() -> list[tuple[str, str, object]]:
     comp = "sglang.srt.entrypoints.openai.serving_completions.OpenAIServingCompletion"
     tm = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
     return [
-        ("sglang.srt.sampling.sampling_params.SamplingParams.verify", "after", verify),
         ("sglang.srt.model_executor.model_runner.ModelRunner._init_post_memory_pool_components",
          "after", after_memory_pool),
         ("sglang.srt.model_executor.forward_batch_info.ForwardBatch.init_new", "after", init_new),
         ("sglang.srt.managers.scheduler.Scheduler.get_output_streamer_class", "after",
          output.streamer_class),
         ("sglang.srt.managers.scheduler.Scheduler._release_aborted_request", "after", aborted),
-        (f"{tm}._accumulate_request_meta_info", "around", output.accumulate_meta_info),
+        (f"{tm}.update_request_meta_info", "around", output.update_meta_info),
         (f"{chat}._build_chat_response", "after", output.response_metadata),
         (f"{comp}._build_completion_response", "after", output.response_metadata),
         (f"{chat}._generate_chat_stream", "around",
@@ -180,19 +176,19 @@ def hooks() -> list[tuple[str, str, object]]:
 
 
 def _register(entries) -> None:
-    """Register with SGLang's hook registry. SGLang's plugin loader applies them after every
-    plugin ran; called outside it (tests), they are applied at once."""
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType, _current_plugin_source
+    """Register with SGLang's hook registry and apply at once (the registry skips targets it
+    already patched, so SGLang's own apply after all plugins changes nothing); a target that
+    did not apply stops the process, naming it."""
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     for target, kind, hook in entries:
         HookRegistry.register(target, hook, HookType(kind))
-    if _current_plugin_source.get() is None:
-        HookRegistry.apply_hooks()
-
-
-def _patch_verify() -> None:
-    """The `SamplingParams.verify` hook alone (the request-side tests)."""
-    _register([h for h in hooks() if h[2] is verify])
+    HookRegistry.apply_hooks()
+    missing = [target for target, _, _ in entries if target not in HookRegistry._patched]
+    if missing:
+        raise HooksNotApplied(
+            f"rio-sglang: SwiReasoning hooks did not apply to {missing} (see SGLang's "
+            "'Failed to apply hooks' log above): this SGLang differs from 0.5.23")
 
 
 def install() -> int:
@@ -204,7 +200,7 @@ def install() -> int:
     _installed = True
     http = validate.in_http_process()
     mine = [h for h in hooks() if http or not h[0].startswith(validate.HTTP_MODULE)]
+    if http:  # before applying imports the HTTP server, which builds its routes' schemas
+        validate._patch_openai_models()
     _register(mine)
-    if http:
-        validate._patch_openai_models()  # before the HTTP routes are built
     return len(mine)

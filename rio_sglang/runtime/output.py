@@ -1,20 +1,22 @@
 """Reasoning statistics on the way out (hooks.py installs these in our server's processes).
 
 The scheduler's output streamer (`ReasoningOutputStreamer`, SGLang's subclass route) attaches
-a finished request's statistics as customized info; the tokenizer manager keeps them as one
-dict in `meta_info["rio_reasoning"]`; OpenAI responses carry them in `metadata`, OpenAI
-streams in one last chunk before `[DONE]`.
+a finished request's statistics (its `record.py::Record`) as customized info; the tokenizer
+manager keeps them as one dict in `meta_info["rio_reasoning"]` of the request's last output;
+OpenAI responses carry them in `metadata`, OpenAI streams in one last chunk before `[DONE]`,
+taken from the outputs the stream itself read (no registry between requests).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
 from sglang.srt.managers.scheduler_components.output_streamer import SchedulerOutputStreamer
 
-from rio_sglang.runtime import defaults, step, validate
-from rio_sglang.runtime.context import CONTEXT
+from rio_sglang.runtime import validate
+from rio_sglang.runtime.record import admit
 
 STATS_KEY = "rio_reasoning"
 DONE = "data: [DONE]\n\n"  # SGLang's OpenAI stream terminator
@@ -22,8 +24,8 @@ DONE = "data: [DONE]\n\n"  # SGLang's OpenAI stream terminator
 
 class ReasoningOutputStreamer(SchedulerOutputStreamer):
     """Finished reasoning requests carry their statistics (read from the device once) and free
-    their slot and context entries. SGLang refuses customized info on its Rust egress: such a
-    server fails at start."""
+    their slot. SGLang refuses customized info on its Rust egress: such a server fails at
+    start."""
 
     has_additional_customized_info = True
 
@@ -33,14 +35,8 @@ class ReasoningOutputStreamer(SchedulerOutputStreamer):
             if not req.finished():
                 values.append([])
                 continue
-            spec = CONTEXT.spec_of_req(req)
-            tracked = CONTEXT.forget(req.rid)
-            if spec is None:
-                values.append([])
-                continue
-            stats = step.finish(tracked, len(req.output_ids))
-            # which spec applied, and whether it came from the server default (issue 18)
-            values.append([{**stats, **defaults.applied(req.sampling_params.custom_params)}])
+            record = admit(req, None)  # built by its first batch
+            values.append([] if record.spec is None else [record.finish(len(req.output_ids))])
         return {STATS_KEY: values}
 
     def is_request_level_customized_info_key(self, key: str) -> bool:
@@ -52,15 +48,15 @@ def streamer_class(result, self):
     return ReasoningOutputStreamer
 
 
-def accumulate_meta_info(original, meta_info, state, key, values):
-    """Around `TokenizerManager._accumulate_request_meta_info`, which accumulates customized
-    info into lists: ours is one dict, also kept for the OpenAI stream that ends the request."""
-    if key != STATS_KEY:
-        return original(meta_info, state, key, values)
-    if values:
-        meta_info[key] = values[-1]
-        if "id" in meta_info:
-            CONTEXT.keep_final(meta_info["id"], values[-1])
+def update_meta_info(original, self, meta_info, state, customized_info, index, finish_reason):
+    """Around `TokenizerManager.update_request_meta_info`, which accumulates customized info
+    into lists: ours is one dict, in the output that finishes the request."""
+    ours = customized_info.get(STATS_KEY)
+    rest = {k: v for k, v in customized_info.items() if k != STATS_KEY}
+    if rest:
+        original(self, meta_info, state, rest, index, finish_reason)
+    if ours is not None and ours[index]:
+        meta_info[STATS_KEY] = ours[index][-1]
 
 
 def response_metadata(response, self, request, ret, *args, **kwargs):
@@ -77,25 +73,43 @@ def response_metadata(response, self, request, ret, *args, **kwargs):
 def stream_with_stats(obj: str):
     """Around `_generate_chat_stream` / `_generate_completion_stream` (chunk object `obj`):
     a refused first chunk raises (`validate.py::refuse_first`); one more chunk before
-    `[DONE]`, no choices, the statistics as non-streaming responses."""
+    `[DONE]`, no choices, the statistics as non-streaming responses. The stream runs on a view
+    of its serving object whose tokenizer manager hands each output on and keeps the stats."""
 
     async def stream(original, self, adapted_request, request, *args, **kwargs):
-        chunks = original(self, adapted_request, request, *args, **kwargs)
+        view = copy.copy(self)
+        view.tokenizer_manager = tap = StatsTap(self.tokenizer_manager)
+        chunks = original(view, adapted_request, request, *args, **kwargs)
         async for chunk in validate.refuse_first(chunks):
-            if chunk == DONE:
-                extra = _stats_chunk(adapted_request.rid, request, obj)
-                if extra is not None:
-                    yield extra
+            if chunk == DONE and tap.stats:
+                yield _stats_chunk(adapted_request.rid, request, obj, tap.stats)
             yield chunk
 
     return stream
 
 
-def _stats_chunk(rid, request, obj: str) -> str | None:
+class StatsTap:
+    """A tokenizer manager for one stream: its outputs pass through, the statistics of each
+    choice (`index`) are kept."""
+
+    def __init__(self, manager):
+        self._manager = manager
+        self.stats: dict[int, dict] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._manager, name)
+
+    async def generate_request(self, *args, **kwargs):
+        async for out in self._manager.generate_request(*args, **kwargs):
+            stats = out.get("meta_info", {}).get(STATS_KEY) if isinstance(out, dict) else None
+            if stats is not None:
+                self.stats[out.get("index", 0)] = stats
+            yield out
+
+
+def _stats_chunk(rid, request, obj: str, by_index: dict[int, dict]) -> str:
     rids = rid if isinstance(rid, list) else [rid]
-    stats = [CONTEXT.take_final(r) for r in rids if r is not None]
-    if not any(s is not None for s in stats):
-        return None
+    stats = [by_index[i] for i in sorted(by_index)]
     body = {"id": rids[0], "object": obj, "created": int(time.time()),
             "model": getattr(request, "model", None), "choices": [],
             "metadata": {STATS_KEY: stats[0] if len(stats) == 1 else stats}}

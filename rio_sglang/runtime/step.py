@@ -30,12 +30,13 @@ from dataclasses import dataclass
 import torch
 
 from rio_kernels.swir_step.launch import PreSample
-from rio_sglang.reasoning.device import HISTORY, DeviceStep
+from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.spec import ReasoningStats
-from rio_sglang.runtime.context import CONTEXT
+from rio_sglang.runtime.record import Record
 
 log = logging.getLogger(__name__)
 ROWS_ATTR = "rio_reasoning_rows"  # on a batch's SamplingBatchInfo: its `Rows`
+RUNTIME_ATTR = "rio_reasoning"  # on SGLang's ModelRunner: this rank's `ReasoningRuntime`
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,55 @@ class _NothingOnHost:
 
 
 class ReasoningRuntime:
-    """One rank's reasoning step (`DeviceStep`) and what SGLang's flow needs around it."""
+    """One rank's reasoning step (`DeviceStep`), the slots its latent / switch records hold,
+    and what SGLang's flow needs around it. The model runner holds it (`RUNTIME_ATTR`)."""
 
     def __init__(self, step: DeviceStep, relay_to_first_stage: bool):
         self.step = step
         self.relay_to_first_stage = relay_to_first_stage
+        self.holders: dict[int, Record] = {}  # slot -> the record whose state it holds
+        self.stale: list[int] = []  # slots of aborted records, released before the next admits
+        self.batch = None  # the ForwardBatch being run (`attach.py`'s forward tap)
         self._rows: Rows | None = None
         self._rows_key: tuple | None = None
-        CONTEXT.runtime = self  # one model per scheduler process (per rank)
+
+    def claim(self, record: Record, slot: int) -> tuple[bool, list[int]]:
+        """`record` is in a batch, in `slot`: (reset the slot for it?, slots to release first).
+
+        A slot still held by another record (one that left without finishing through the output
+        streamer) is released, so that an explicit request there decodes its own tokens; a
+        latent record found in a new slot (retracted, then prefilled again) starts over there.
+        Slots of aborted records are released first."""
+        release, self.stale = self.stale, []
+        holder = self.holders.get(slot)
+        if holder is not None and holder is not record:
+            holder.slot = None
+            del self.holders[slot]
+            release.append(slot)
+        if not record.latent or record.slot == slot:
+            return False, release
+        if record.slot is not None and self.holders.get(record.slot) is record:
+            del self.holders[record.slot]
+            release.append(record.slot)
+        record.slot = slot
+        self.holders[slot] = record
+        return True, release
+
+    def finish(self, record: Record) -> dict:
+        """A finished record's statistics and per-step modes (one host copy); slot released."""
+        slot, record.slot = record.slot, None
+        if self.holders.get(slot) is not record:
+            return ReasoningStats().to_json() | {"modes": ""}  # its slot went to another
+        del self.holders[slot]
+        return self.step.finish(slot)
+
+    def abort(self, record: Record) -> None:
+        """An aborted record's slot is released before the next batch's admissions (in stream
+        order with the device's work)."""
+        slot, record.slot = record.slot, None
+        if self.holders.get(slot) is record:
+            del self.holders[slot]
+            self.stale.append(slot)
 
     def rows(self, index: list[int], slots: list[int]) -> Rows:
         """The batch's stepping rows on the device. A decode batch keeps its composition for
@@ -96,12 +138,14 @@ class ReasoningRuntime:
     def release(self, slots) -> None:
         self.step.release(slots)
 
-    def override_embeds(self, embeds: torch.Tensor, forward_batch) -> torch.Tensor:
-        """Decode: slots whose next input is soft take it. Reads device buffers only (padded
-        CUDA-graph rows read some slot and are discarded)."""
-        if not forward_batch.forward_mode.is_decode():
+    def override_embeds(self, embeds: torch.Tensor) -> torch.Tensor:
+        """embeds: [B, H] a decode step's input embeddings -> the same, where a slot's next
+        input is soft its `pending` row. Reads device buffers only (padded CUDA-graph rows read
+        some slot and are discarded): a gather and a select inside a captured graph."""
+        batch = self.batch
+        if batch is None or not batch.forward_mode.is_decode() or embeds.dim() != 2:
             return embeds
-        slots = forward_batch.req_pool_indices.long()[: embeds.shape[0]]  # [B]
+        slots = batch.req_pool_indices.long()[: embeds.shape[0]]  # [B]
         use = self.step.soft_input(slots)[:, None]  # [B, 1]
         pending = self.step.tables.pending.index_select(0, slots).to(embeds.dtype)
         return torch.where(use, pending, embeds)
@@ -118,34 +162,23 @@ class ReasoningRuntime:
     def publish(self, relay: Relay) -> None:
         self.step.publish(relay.tensors)
 
-    def finish(self, slot: int) -> dict:
-        return self.step.finish(slot)
-
 
 class ReasoningObserver:
     """SGLang's `SamplingObserver` (and its pipeline-parallel transport) for our model."""
 
-    def __init__(self, model):
-        self.model = model  # .reasoning: the runtime
+    def __init__(self, runtime: ReasoningRuntime):
+        self.runtime = runtime
 
     def is_active(self, sampling_info) -> bool:
         return getattr(sampling_info, ROWS_ATTR, None) is not None
 
     def before_grammar(self, logits, sampling_info) -> PreSample:
-        return self.model.reasoning.before_sample(getattr(sampling_info, ROWS_ATTR), logits)
+        return self.runtime.before_sample(getattr(sampling_info, ROWS_ATTR), logits)
 
     def after_sample(self, state: PreSample, token_ids) -> Relay:
-        return self.model.reasoning.after_sample(state, token_ids)
+        return self.runtime.after_sample(state, token_ids)
 
     def from_pp_tensors(self, tensors) -> Relay:
         relay = Relay(dict(tensors))
-        self.model.reasoning.publish(relay)
+        self.runtime.publish(relay)
         return Relay(None)
-
-
-def finish(tracked, output_len: int) -> dict:
-    """Statistics of a finished request (released), or explicit ones for an untracked one."""
-    if tracked is None or CONTEXT.runtime is None:
-        stats = ReasoningStats(0, output_len, 0, False, False, False)
-        return {**stats.to_json(), "modes": "E" * min(output_len, HISTORY)}
-    return CONTEXT.runtime.finish(tracked.slot)

@@ -5,8 +5,11 @@ inside the scheduler, where one exception takes the whole server down.
    single or batched, once its prompt is tokenized; a client's ids also before a multimodal
    processor reads them, in `_tokenize_one_request`): prompt ids and `stop_token_ids` are integers
    in [0, V), at most V top logprobs, `top_k` and `min_new_tokens` fit the scheduler's int32
-   tensors, `logit_bias` values are finite, and a reasoning spec's step counts are at most the
-   context length. SGLang 0.5.23 checks none of these (each one killed its scheduler).
+   tensors, `logit_bias` values are finite. SGLang 0.5.23 checks none of these (each one killed
+   its scheduler). The request's reasoning spec (its own, else the server default) is parsed
+   here once (`check_reasoning`): its fields, its step counts against the context length, and
+   latent modes against what the server can run (speculative decoding, a vocabulary without
+   think tags).
    `GenerateReqInput.normalize_batch_and_arguments`: at most 128 samples per prompt (`n`), and
    a batch whose lists disagree in length, or one request with a list of rids, is a 400 (the
    first stalled the server, the others were 500s).
@@ -27,7 +30,7 @@ import multiprocessing
 import sys
 
 from rio_sglang.reasoning.spec import SPEC_KEY, ReasoningSpecError, _is_int, _is_number, show
-from rio_sglang.runtime.context import spec_of
+from rio_sglang.runtime import defaults
 
 HTTP_MODULE = "sglang.srt.entrypoints.http_server"
 MAX_SAMPLES = 128  # `n`, as OpenAI's API
@@ -90,16 +93,37 @@ def check_samples_per_prompt(sampling_params) -> None:
             raise ValueError(f"n: {show(n)} is above {MAX_SAMPLES} samples per prompt")
 
 
-def check_spec_lengths(sampling_params, vocab_size: int, context_len: int) -> None:
-    """A reasoning spec's window and budgets fit the context (its type errors are left to
-    `SamplingParams.verify`, which names them)."""
+def check_reasoning(sampling_params, vocab_size: int, context_len: int,
+                    speculative: str | None = None, no_latent: str | None = None) -> None:
+    """The request's spec (its own or the server default), parsed once: ValueError naming the
+    field for a bad one, or for a latent / switch one where it cannot run (`speculative`: the
+    server's speculative algorithm; `no_latent`: why this vocabulary cannot)."""
     custom = sampling_params.get("custom_params") if isinstance(sampling_params, dict) else None
     try:
-        spec = spec_of(custom)
+        spec, _ = defaults.effective(custom)
         if spec is not None:
             spec.validate(vocab_size, context_len)
     except ReasoningSpecError as e:
+        # str(e) starts with the field: "window: must lie in [1, 16777216], got -1"
         raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
+    if spec is None or spec.mode == "explicit":
+        return
+    if speculative:
+        raise ValueError(
+            f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run under "
+            f"speculative decoding ({speculative}): draft tokens would be verified against soft "
+            "inputs; use mode 'explicit' or a server without --speculative-algorithm")
+    if no_latent:
+        raise ValueError(f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run "
+                         f"on this model: {no_latent}; use mode 'explicit'")
+
+
+def latent_refusal(tokenizer) -> str | None:
+    """Why the served tokenizer cannot run latent reasoning, or None (no tokenizer: None).
+    Two vocabulary lookups where the think tags are there."""
+    from rio_sglang.reasoning.tokens import missing_think_tag
+
+    return None if tokenizer is None else missing_think_tag(tokenizer)
 
 
 def validate_one_request(original, self, obj, input_ids):
@@ -109,7 +133,8 @@ def validate_one_request(original, self, obj, input_ids):
     check_top_logprobs(getattr(obj, "top_logprobs_num", None), vocab_size)
     original(self, obj, input_ids)
     check_sampling(obj.sampling_params, vocab_size, self.context_len)
-    check_spec_lengths(obj.sampling_params, vocab_size, self.context_len)
+    check_reasoning(obj.sampling_params, vocab_size, self.context_len,
+                    self.server_args.speculative_algorithm, latent_refusal(self.tokenizer))
 
 
 async def tokenize_one_request(original, self, obj):

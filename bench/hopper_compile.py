@@ -129,8 +129,8 @@ def step_case(B: int, dtype: torch.dtype, topk: bool = False, tiles=None) -> Cal
     """The reasoning step over B rows at one TP 8 rank's vocab shard (half latent, half switch);
     tiles: the mixture's (launch.MixTiles), else the GPU default."""
     def run() -> None:
-        from bench.bench_reasoning_step import TOKENS
         from rio_kernels.swir_step import launch
+        from rio_kernels.swir_step.bench_swir_step import TOKENS
         from rio_sglang.reasoning.device import DeviceStep
         from rio_sglang.reasoning.spec import ReasoningSpec
 
@@ -150,8 +150,8 @@ def step_case(B: int, dtype: torch.dtype, topk: bool = False, tiles=None) -> Cal
 
 
 def cases() -> dict[str, Callable[[], None]]:
-    from bench.step_tuning import CANDIDATES as STEP_CANDIDATES
     from rio_kernels.fused_moe.configs import GPU_CONFIGS
+    from rio_kernels.swir_step.tune import CANDIDATES as STEP_CANDIDATES
 
     out = {}
     for T in (1, 8, 64):
@@ -185,12 +185,12 @@ def cases() -> dict[str, Callable[[], None]]:
 
 
 def sweep_cases() -> dict[str, Callable[[], None]]:
-    """The GPU sweeps' candidates (bench/step_tuning.py, sweep_small_t.py): a sweep skips the
-    ones a card refuses, so these are reported, not failed; with the device machines' Triton
+    """The GPU sweeps' candidates (swir_step/tune.py, fused_moe/sweep_small_t.py): a sweep skips
+    the ones a card refuses, so these are reported, not failed; with the device machines' Triton
     (see `--help`) the shared-memory figures are the device's."""
-    from bench.step_tuning import CANDIDATES, STATS_CANDIDATES
     from rio_kernels.fused_moe import small_t
     from rio_kernels.fused_moe.sweep_small_t import DOWN, GATE_UP
+    from rio_kernels.swir_step.tune import CANDIDATES, STATS_CANDIDATES
 
     out = {}
     for tiles in CANDIDATES:
@@ -214,8 +214,8 @@ def sweep_cases() -> dict[str, Callable[[], None]]:
 def stats_case(B: int, tiles) -> Callable[[], None]:
     """The stats pass alone with these tiles (launch.StatsTiles)."""
     def run() -> None:
-        from bench.bench_reasoning_step import TOKENS
         from rio_kernels.swir_step import launch
+        from rio_kernels.swir_step.bench_swir_step import TOKENS
         from rio_sglang.reasoning.device import DeviceStep
 
         table = torch.empty(8, H, dtype=torch.bfloat16)

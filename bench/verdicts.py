@@ -32,14 +32,14 @@ TILE_GAIN = 0.03  # a sweep's tiles replace the committed ones when faster by mo
 class OptIn:
     flag: str  # module.FLAG, as it is flipped in rio_kernels
     tests: tuple[str, str]  # (JUnit file under OUT, test-name prefix)
-    source: str  # "step" (reasoning_step.json) or "moe" (moe/bench_fused_moe.json)
+    source: str  # "step" (step/reasoning_step.json) or "moe" (moe/bench_fused_moe.json)
 
 
 OPT_INS = (
     OptIn("rio_kernels.swir_step.launch.COPY_LOGITS",
-          ("gpu_tests.xml", "test_gpu_step_opt_ins_give_the_same_bits[COPY_LOGITS]"), "step"),
+          ("step/gpu_tests.xml", "test_gpu_step_opt_ins_give_the_same_bits[COPY_LOGITS]"), "step"),
     OptIn("rio_kernels.swir_step.launch.PDL",
-          ("gpu_tests.xml", "test_gpu_step_opt_ins_give_the_same_bits[PDL]"), "step"),
+          ("step/gpu_tests.xml", "test_gpu_step_opt_ins_give_the_same_bits[PDL]"), "step"),
     OptIn("rio_kernels.fused_moe.small_t.PDL",
           ("moe/gpu_tests.xml", "test_pdl_same_bits_on_gpu"), "moe"),
 )
@@ -89,7 +89,8 @@ def moe_ratios(data: dict) -> tuple[list[float], list[str]]:
 def opt_in_verdict(out: Path, opt: OptIn) -> str:
     """One line: turn on / keep off / keep on / turn off, and why."""
     cases = test_outcomes(out / opt.tests[0], opt.tests[1])
-    file = out / ("reasoning_step.json" if opt.source == "step" else "moe/bench_fused_moe.json")
+    file = out / ("step/reasoning_step.json" if opt.source == "step" else
+                  "moe/bench_fused_moe.json")
     data = json.loads(file.read_text()) if file.exists() else {}
     ratios, failed = (step_ratios(data, opt.flag) if opt.source == "step" else moe_ratios(data))
     if opt.source == "moe":
@@ -123,7 +124,7 @@ def tile_verdicts(out: Path) -> list[str]:
     """The step sweep's fastest tiles per bucket against the committed ones, by summed time."""
     from rio_kernels.swir_step import launch
 
-    file = out / "reasoning_step.json"
+    file = out / "step" / "reasoning_step.json"
     sweep = json.loads(file.read_text()).get("sweep", []) if file.exists() else []
     lines = []
     for key, committed, label in (("tiles", launch.GPU_TILES, "mixture"),

@@ -1,6 +1,5 @@
-"""Shared by the kernel benchmarks (kernels/*/bench_*.py, bench/bench_reasoning_step.py): the
-device's measured memory ceiling and matmul rate, the roofline they set, and the check a kernel
-passes before it is timed.
+"""Shared by the kernel benchmarks (kernels/*/bench_*.py): the device's measured memory ceiling
+and matmul rate, the roofline they set, and the check a kernel passes before it is timed.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Shared by the kernel tests (kernels/*/test_*.py, tests/test_swir_step.py): the device, the
-dtypes, tolerances by output dtype, and the poison fixture.
+"""Shared by the kernel tests (kernels/*/test_*.py): the device, the dtypes, tolerances by output
+dtype, and the poison fixture.
 
 A test module takes the fixture by importing it (`from rio_kernels.testing import
-poisoned_outputs`): it is autouse there, and it works without any conftest (the GPU check runs
-pytest with --noconftest). CPU runs interpret Triton (TRITON_INTERPRET=1, set by the root
-conftest) in fp32 / fp16; bf16 cases are `gpu` only.
+poisoned_outputs`): it is autouse there, and it works without any conftest (tests/test_imports.py
+collects the GPU checks' tests with --noconftest). CPU runs interpret Triton (TRITON_INTERPRET=1,
+set by the root conftest) in fp32 / fp16; bf16 cases are `gpu` only.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def gdn_state_bytes_per_seq(text: dict, tp: int, gdn_layers: int, conv_bytes: in
 
 
 # FP8 (`--quantization fp8`: bf16 checkpoint, quantized as it loads). The routed experts: e4m3
-# and one fp32 scale per block on each rank's I-shard (rio_sglang/experts.py::expert_quant:
+# and one fp32 scale per block on each rank's I-shard (rio_sglang/layers/experts.py::expert_quant:
 # 128 x 128 wherever it tiles the shard). The other projections: SGLang's Fp8LinearMethod (online:
 # e4m3 and one fp32 scale per output row on Hopper), except the layers SGLANG_FP8_IGNORED_LAYERS
 # names. Output rows of a projection on one rank: "column" divided over TP, "row" whole.

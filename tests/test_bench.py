@@ -112,9 +112,9 @@ def test_flag_set_restores_the_flag(value, fn, raises):
 
 
 def test_step_bench_skips_a_failed_opt_in(monkeypatch, capsys):
-    """bench_reasoning_step: an opt-in that raises is reported once, skipped after, and left
+    """bench_swir_step: an opt-in that raises is reported once, skipped after, and left
     off; one that runs returns its result with the flag on."""
-    import bench.bench_reasoning_step as bench
+    import rio_kernels.swir_step.bench_swir_step as bench
     from rio_kernels.swir_step import launch
 
     monkeypatch.setattr(bench, "_BROKEN", set())

@@ -1,5 +1,5 @@
 """FP8 experts load strictly (no server): tiny block- and channel-FP8 checkpoints through the real
-loader table (`rio_sglang.weights.RULES`) into `rio_sglang.experts.ExpertStore`, whole and as
+loader table (`rio_sglang.weights.RULES`) into `rio_sglang.layers.experts.ExpertStore`, whole and as
 TP / EP shards; a missing, unexpected, misshapen or mistyped scale is named; `--quantization
 fp8` quantizes bf16 experts as they load at half the bytes."""
 
@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from rio_kernels.fused_moe import fp8
-from rio_sglang.experts import ExpertQuant, ExpertStore
+from rio_sglang.layers.experts import ExpertQuant, ExpertStore
 from rio_sglang.tiny import PRESETS, write_tiny_checkpoint
 from rio_sglang.tiny.fp8 import dequantized
 from rio_sglang.weights import RULES, WeightLoadError, load_checkpoint

@@ -99,7 +99,7 @@ def test_gpu_launches_get_gpu_choices(records, case, kernel, choice):
 
 
 def test_the_sweeps_row_block_mixtures_compile(records):
-    """bench/step_tuning.py's candidates that split 64 rows into row blocks (MixTiles.block_r)."""
+    """swir_step/tune.py's candidates that split 64 rows into row blocks (MixTiles.block_r)."""
     mixes = [r for r in records if r["case"].startswith("step mixture B=64")
              and r["kernel"] == "_mix_kernel"]
     assert {r["constexprs"]["BLOCK_R"] for r in mixes} == {"16", "32"}

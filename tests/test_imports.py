@@ -88,7 +88,7 @@ def test_the_lazy_reasoning_names_resolve():
 # the test paths it hands pytest are read from the scripts, so a module or test added to them
 # is held to the same rule.
 ROOT = Path(__file__).resolve().parents[1]
-GPU_SCRIPTS = [ROOT / "bench" / "gpu_check.sh", ROOT / "kernels" / "fused_moe" / "gpu_check.sh"]
+GPU_SCRIPTS = [ROOT / "bench" / "gpu_check.sh", *sorted(ROOT.glob("kernels/*/gpu_check.sh"))]
 NO_SGLANG = ("import sys\n"
              "for name in ('sglang', 'flashinfer', 'sgl_kernel'): sys.modules[name] = None\n")
 
@@ -103,16 +103,16 @@ def _gpu_check_targets() -> tuple[list[str], list[str]]:
 
 def test_the_gpu_check_runs_without_sglang():
     modules, paths = _gpu_check_targets()
-    assert {"bench.bench_reasoning_step", "bench.verdicts",
+    assert {"rio_kernels.swir_step.bench_swir_step", "bench.verdicts",
             "rio_kernels.fused_moe.bench_fused_moe"} <= set(modules)
-    assert {"tests/test_swir_step.py", "kernels/fused_moe"} <= set(paths)
-    lazy = ["bench.step_tuning"]  # bench_reasoning_step --sweep / --parts imports it in main
+    assert {"kernels/swir_step", "kernels/fused_moe"} <= set(paths)
+    lazy = ["rio_kernels.swir_step.tune"]  # bench_swir_step --sweep / --parts imports it in main
     probe = NO_SGLANG + "import importlib\n" + "".join(
         f"importlib.import_module({m!r})\n" for m in modules + lazy)
     run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                          check=False)
     assert run.returncode == 0, run.stderr[-3000:]
-    # the gpu tests as the scripts run them (--noconftest: tests/conftest.py needs SGLang)
+    # the gpu tests as the scripts run them (--noconftest: only the test modules' own imports)
     collect = NO_SGLANG + ("import pytest\nsys.exit(pytest.main(['--collect-only', '-q', "
                            "'--noconftest', '-p', 'no:cacheprovider', '-m', 'gpu', "
                            "*sys.argv[1:]]))")

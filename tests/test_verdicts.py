@@ -28,12 +28,13 @@ def junit(path: Path, cases: dict[str, str]) -> None:
 
 
 def step_json(out: Path, ratios: dict[str, list[float]], broken=(), sweep=()) -> None:
-    """reasoning_step.json: one row per ratio (default 10 µs/step in a graph of 8)."""
+    """step/reasoning_step.json: one row per ratio (default 10 µs/step in a graph of 8)."""
     n = max((len(v) for v in ratios.values()), default=0)
     rows = [{"B": 8, "tp": 8, "graph8_ms": 0.010,
              "opt8_ms": {f: 0.010 * v[i] for f, v in ratios.items() if i < len(v)}}
             for i in range(n)]
-    (out / "reasoning_step.json").write_text(json.dumps(
+    (out / "step").mkdir(exist_ok=True)
+    (out / "step" / "reasoning_step.json").write_text(json.dumps(
         {"rows": rows, "broken": list(broken), "sweep": list(sweep)}))
 
 
@@ -57,7 +58,8 @@ def moe_json(out: Path, ratios: list[float], committed_on=False, refused=False) 
 
 
 def write_tests(out: Path, step="passed", moe="passed") -> None:
-    junit(out / "gpu_tests.xml", {STEP_CASE.format(f): step for f in ("COPY_LOGITS", "PDL")})
+    junit(out / "step" / "gpu_tests.xml",
+          {STEP_CASE.format(f): step for f in ("COPY_LOGITS", "PDL")})
     junit(out / "moe" / "gpu_tests.xml", {MOE_CASE.format(k): moe for k in ("bf16", "fp8")})
 
 
@@ -146,10 +148,11 @@ def test_tile_verdicts(tmp_path, other_ms, want):
 def test_case_names_are_what_pytest_writes(tmp_path):
     """The verdicts find the opt-ins' gpu tests under the names pytest gives them: on this CPU
     they are skipped, which keeps every opt-in off and says so."""
-    xml = tmp_path / "gpu_tests.xml"
+    xml = tmp_path / "step" / "gpu_tests.xml"
     moe_xml = tmp_path / "moe" / "gpu_tests.xml"
+    xml.parent.mkdir()
     moe_xml.parent.mkdir()
-    for files, out in ((["tests/test_swir_step_tiles.py"], xml),
+    for files, out in ((["kernels/swir_step/test_tiles.py"], xml),
                        (["kernels/fused_moe/test_pdl.py"], moe_xml)):
         run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p",
                               "no:cacheprovider", *files, "--junitxml", str(out)],

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from rio_sglang.experts import ExpertStore
+from rio_sglang.layers.experts import ExpertStore
 from rio_sglang.tiny import PRESETS, write_tiny_checkpoint
 from rio_sglang.weights import MTP_RULES, WeightLoadError, load_checkpoint, mtp_name
 

@@ -63,11 +63,11 @@ class PreSample:
 # The mixture reads a copy of the shard's logits in the table's dtype, which the stats pass
 # writes, instead of the fp32 logits: the same rounded values (the same bits out), half the
 # bytes re-read for every hidden block at 16-bit tables. Off until a GPU run shows it faster:
-# bench/bench_reasoning_step.py times latent rows at TP 8 both ways.
+# bench_swir_step.py times latent rows at TP 8 both ways.
 COPY_LOGITS = False
 # Programmatic dependent launch (Hopper) of the mixture after the stats pass: the mixture's
 # launch overlaps the stats pass, which saves part of a kernel boundary on every step. Off
-# until a GPU run times it (bench_reasoning_step, TP 8); never under the interpreter.
+# until a GPU run times it (bench_swir_step, TP 8); never under the interpreter.
 PDL = False
 
 
@@ -90,7 +90,7 @@ class StatsTiles:
     num_warps: int
 
 
-# Row-count bucket -> stats tiles (bench/bench_reasoning_step.py --sweep times candidates): one
+# Row-count bucket -> stats tiles (bench_swir_step.py --sweep times candidates): one
 # 2048-wide load per program with 4 warps was fastest for every row count on an H200 with the
 # one-exp pass (2026-11-27, bench/RESULTS.md); the H100's choice for that pass is owed.
 STATS_TILES = {16: StatsTiles(K.CHUNK, 2048, 4), 64: StatsTiles(K.CHUNK, 2048, 4)}
@@ -154,7 +154,7 @@ class MixTiles:
     block_r: int = K.BLOCK_R_MAX
 
 
-# Row-count bucket -> tiles: the fastest of bench/bench_reasoning_step.py --sweep's candidates.
+# Row-count bucket -> tiles: the fastest of bench_swir_step.py --sweep's candidates.
 # <= 16 rows: the H200's choice (2026-11-27, bench/RESULTS_GPU_EARLIER.md), confirmed by a second
 # H200 sweep with the ticketed kernels; the H100 preferred target 264 by 3 µs. 32-64 rows: the
 # second H200 sweep's choice (bench/RESULTS.md), 13-14% faster there than the old default, which

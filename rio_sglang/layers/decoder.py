@@ -67,7 +67,7 @@ class DecoderLayer(nn.Module):
 
 class RioTextModel(nn.Module):
     """input_ids [T] (or input_embeds [T, H]) -> final hidden states [T, H]. quant_config:
-    SGLang's, from the checkpoint (FP8, `rio_sglang.experts`) or `--quantization fp8`."""
+    SGLang's, from the checkpoint (FP8, `rio_sglang.layers.experts`) or `--quantization fp8`."""
 
     def __init__(self, config, quant_config=None, prefix: str = ""):
         super().__init__()

@@ -14,7 +14,7 @@ from sglang.srt.layers.activation import SiluAndMul
 from sglang.srt.layers.linear import MergedColumnParallelLinear, ReplicatedLinear, RowParallelLinear
 
 from rio_kernels.fused_moe import ep_expert_map, fused_moe, route_topk
-from rio_sglang.experts import ExpertStore, expert_quant
+from rio_sglang.layers.experts import ExpertStore, expert_quant
 
 from .tp import check_shape, load_linear, moe_rank_size, tp_rank_size, unpadded
 
@@ -22,7 +22,7 @@ from .tp import check_shape, load_linear, moe_rank_size, tp_rank_size, unpadded
 class SparseMoe(ExpertStore):
     """x: [T, H] -> [T, H]. Local experts kept as w13 [E/ep, 2I/mtp, H] (gate rows first) and
     w2 [E/ep, H, I/mtp] (ep = MoE-EP size, mtp = MoE-TP size = tp / ep), bf16 or FP8 with
-    scales (`rio_sglang.experts`); the router, shared expert and its gate are SGLang linears
+    scales (`experts.py`); the router, shared expert and its gate are SGLang linears
     built with the checkpoint's quant config (its FP8 linear methods, or bf16 where ignored)."""
 
     def __init__(self, config, quant_config=None, prefix: str = ""):

@@ -1,4 +1,4 @@
-"""Tuning and profiling for bench/bench_reasoning_step.py (its --sweep and --parts flags): tile
+"""Tuning and profiling for bench_swir_step.py (its --sweep and --parts flags): tile
 candidates for the step's stats pass and mixture, timed at Rio's shapes on one GPU, and where a
 step's GPU time goes. SGLang-free."""
 
@@ -9,11 +9,11 @@ import functools
 import torch
 from triton.runtime.errors import OutOfResources
 
-from bench import bench_reasoning_step as brs
+from rio_kernels.swir_step import bench_swir_step as brs
 from rio_kernels.swir_step import launch
 from rio_kernels.swir_step.ref import lse_entropy_ref, mix_ref
 
-# The 2026-11-27 H200 sweep's best per bucket (RESULTS.md), and neighbours of them.
+# The 2026-11-27 H200 sweep's best per bucket (bench/RESULTS.md), and neighbours of them.
 CANDIDATES = [launch.MixTiles(*c) for c in (
     (128, 64, 4, 3, 528), (128, 64, 4, 3, 264), (128, 128, 4, 3, 528), (128, 128, 4, 3, 264),
     (128, 64, 8, 3, 1056), (256, 64, 8, 3, 264), (256, 128, 8, 3, 264),

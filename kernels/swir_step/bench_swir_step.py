@@ -1,6 +1,6 @@
 """The fused SwiReasoning step at Rio's shapes on one GPU (SGLang-free): `python -m
-bench.bench_reasoning_step` from the repository root (a `rio_kernels -> kernels` symlink and
-PYTHONPATH=. where rio-sglang is not installed; see ../shared GPU_NOTES.md).
+rio_kernels.swir_step.bench_swir_step` from the repository root (a `rio_kernels -> kernels`
+symlink and PYTHONPATH=. where rio-sglang is not installed; see ../shared GPU_NOTES.md).
 
 V = 248,320, H = 4,096 bf16, 256 slots, fp32 logits (SGLang's). For B in 1, 8, 32, 64 and three
 row mixes (every row a switch request in its explicit phase / every row latent / half each), at
@@ -52,7 +52,7 @@ def decode_ms(name: str, tp: int, ceiling_gbs: float) -> float:
         return DECODE_MS_TP8["H200" if "H200" in name else "H100"]
     from bench.roofline import decode_step_bytes
 
-    path = os.path.join(os.path.dirname(__file__), "..", "launch", "rio_config.json")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "rio_config.json")
     with open(path) as f:
         cfg = json.load(f)
     return sum(decode_step_bytes(cfg, 4096).values()) / (ceiling_gbs * 1e9) * 1e3
@@ -279,11 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = copy_ceiling_gbs()
     print(f"device {name}, copy ceiling {ceiling:.0f} GB/s", flush=True)
     table = (torch.randn(V, H, device="cuda") * 0.02).to(torch.bfloat16)
-    from bench import step_tuning
+    from rio_kernels.swir_step import tune
 
-    split = _guarded(step_tuning.parts, table) if "--parts" in argv else []
-    tuned = _guarded(step_tuning.sweep_stats, ceiling) + _guarded(step_tuning.sweep, table,
-                                                                  ceiling) \
+    split = _guarded(tune.parts, table) if "--parts" in argv else []
+    tuned = _guarded(tune.sweep_stats, ceiling) + _guarded(tune.sweep, table, ceiling) \
         if "--sweep" in argv else []
     rows = []
     for tp in (() if "--no-table" in argv else (TP8, 1)):

@@ -3,17 +3,28 @@ of several loads (the running max re-based between them), mixtures split over vo
 and row blocks whose last program per tile sums the splits (tickets), and the opt-ins: the
 copy of the logits the mixture can read (launch.COPY_LOGITS) and the mixture's dependent
 launch (launch.PDL, GPU only). The shared cases and the poisoned-buffer fixture are
-tests/test_swir_step.py's."""
+test_swir_step.py's."""
 
 from __future__ import annotations
 
 import pytest
-import test_swir_step as base
 import torch
-from test_swir_step import EXP, LAT, TOKENS, WEIGHT, H, S, V, X, device_step, logits_case
 
 from rio_kernels.swir_step import launch
+from rio_kernels.swir_step import test_swir_step as base
 from rio_kernels.swir_step.ref import lse_entropy_ref, mix_ref
+from rio_kernels.swir_step.test_swir_step import (
+    EXP,
+    LAT,
+    TOKENS,
+    WEIGHT,
+    H,
+    S,
+    V,
+    X,
+    device_step,
+    logits_case,
+)
 from rio_kernels.testing import poisoned_outputs  # noqa: F401 (autouse)
 from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.spec import ReasoningSpec

@@ -35,10 +35,10 @@ def plan(budget: int, preset: str = "rio-slice-4") -> tuple[dict, list[tuple[str
         size = w.rows * w.cols * w.dtype_bytes
         dtype = "F32" if w.dtype_bytes == 4 else "BF16"
         if size <= left:
-            chosen.append((f"model.language_model.{w.name}", (w.rows, w.cols), dtype))
+            chosen.append((w.name, w.shape, dtype))
             left -= size
         elif cut is None:
-            cut = (f"model.language_model.{w.name}", w.cols, w.dtype_bytes, dtype)
+            cut = (w.name, w.cols, w.dtype_bytes, dtype)
     rows = left // (cut[1] * cut[2])
     if rows:
         chosen.append((cut[0], (rows, cut[1]), cut[3]))

@@ -12,10 +12,10 @@ import sys
 
 from launch.memory import gdn_state_bytes_per_seq, kv_bytes_per_token
 from launch.params import full_attention_layers, weights
+from rio_sglang.tensor_table import EMBED, LM_HEAD
 
 PARTS = ("experts", "shared_expert", "router_and_norms", "attention", "gdn", "lm_head",
          "embedding_row", "kv_cache", "gdn_state")
-_EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 def decode_step_bytes(cfg: dict, context: int) -> dict[str, int]:
@@ -30,11 +30,11 @@ def decode_step_bytes(cfg: dict, context: int) -> dict[str, int]:
     share = text["num_experts_per_tok"] / text["num_experts"]
     out = dict.fromkeys(PARTS, 0)
     for w in weights({**cfg, "vision_config": None}):
-        if w.name.endswith(_EXPERTS):
+        if w.split == "experts":
             out["experts"] += round(w.rank_bytes(1) * share)
-        elif w.name == "embed_tokens":
+        elif w.name == EMBED.source:
             out["embedding_row"] += w.cols * w.dtype_bytes
-        elif w.name == "lm_head":
+        elif w.name == LM_HEAD.source:
             out["lm_head"] += w.rank_bytes(1)
         elif w.group in ("shared", "attention", "gdn"):
             out[{"shared": "shared_expert"}.get(w.group, w.group)] += w.rank_bytes(1)

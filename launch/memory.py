@@ -95,32 +95,24 @@ def gdn_state_bytes_per_seq(text: dict, tp: int, gdn_layers: int, conv_bytes: in
 
 # FP8 (`--quantization fp8`: bf16 checkpoint, quantized as it loads). The routed experts: e4m3
 # and one fp32 scale per block on each rank's I-shard (rio_sglang/layers/experts.py::expert_quant:
-# 128 x 128 wherever it tiles the shard). The other projections: SGLang's Fp8LinearMethod (online:
-# e4m3 and one fp32 scale per output row on Hopper), except the layers SGLANG_FP8_IGNORED_LAYERS
-# names. Output rows of a projection on one rank: "column" divided over TP, "row" whole.
-FP8_LINEARS = {"q_proj": "column", "k_proj": "column", "v_proj": "column", "o_proj": "row",
-               "in_proj_qkv": "column", "in_proj_z": "column", "in_proj_b": "column",
-               "in_proj_a": "column", "out_proj": "row", "shared_expert.gate_up_proj": "column",
-               "shared_expert.down_proj": "row", "mlp.gate": "rep", "shared_expert_gate": "one"}
-EXPERTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
-
-
+# 128 x 128 wherever it tiles the shard). The table's other FP8 linears (rows whose key may carry
+# a scale): SGLang's Fp8LinearMethod (online: e4m3 and one fp32 scale per output row on Hopper),
+# except the layers SGLANG_FP8_IGNORED_LAYERS names.
 def fp8_rank_bytes(w: Weight, tp: int, text: dict, ignored: tuple[str, ...]) -> tuple[int, int]:
-    """(e4m3 or kept bytes, fp32 scale bytes) of one table row on one of `tp` ranks."""
-    kind = next((k for k in (*EXPERTS, *FP8_LINEARS) if w.name.endswith("." + k)), None)
-    if kind is None or w.stage != "layer" or any(f".{i}." in f".{w.name}." for i in ignored):
+    """(e4m3 or kept bytes, fp32 scale bytes) of one tensor on one of `tp` ranks."""
+    module = "." + w.name.rsplit(".", 1)[0] + "."
+    if (not w.fp8 and w.split != "experts") or w.stage != "layer" or any(
+            f".{i}." in module for i in ignored):
         return w.rank_bytes(tp), 0  # norms, conv, embeddings, vision, the MTP head: as loaded
     n = w.rank_numel(tp)
-    if kind in EXPERTS:
+    if w.split == "experts":
         h, i = text["hidden_size"], text["moe_intermediate_size"]
         i_tp = i // tp
         block = math.gcd(128, i_tp, h)
         if i_tp % block or h % block:
             raise ValueError(f"{w.name}: I / TP {i_tp} is not a multiple of {block}-wide blocks")
         return n, n // (block * block) * FP32  # [E, 2I/tp, H] or [E, H, I/tp] in blocks
-    out_rows = {"column": n // max(w.cols, 1), "row": w.rows, "rep": w.rows,
-                "one": 1}[FP8_LINEARS[kind]]
-    return n, out_rows * FP32
+    return n, w.rank_rows(tp) * FP32
 
 
 def _dtype_bytes(flag: str | None, default: int) -> int:

@@ -1,8 +1,11 @@
 """Every weight tensor of Rio from a config.json-shaped dict, and how SGLang 0.5.23 shards it.
 
-Used by launch/memory.py. One row per tensor kind; `split` says what one tensor-parallel rank
-holds (read from SGLang's layers: ColumnParallel/RowParallel/QKVParallel/FusedMoE/Vocab...):
-  "tp"     divided over TP (column or row parallel, FusedMoE's I, A_log/dt_bias by v-head)
+Used by launch/memory.py and bench/. The tensors are the loader's table
+(rio_sglang/tensor_table.py) read forwards: each row once per value of its fields (layers of its
+kind, experts, vision blocks), sized by its `Size` over the config's dims. What one of `tp`
+tensor-parallel ranks holds follows the row's split (read from SGLang's layers:
+ColumnParallel/RowParallel/QKVParallel/FusedMoE/Vocab...):
+  "column" / "row" / "experts"  divided over TP (FusedMoE's I, A_log/dt_bias by v-head)
   "rep"    every rank holds all of it (norms, the router, shared_expert_gate, row-parallel biases)
   "kv"     K/V projections: divided by KV head, one whole head per rank when heads < TP
   "vocab"  VocabParallelEmbedding/ParallelLMHead: rows padded to 64 (64 * TP if not divisible)
@@ -10,27 +13,40 @@ holds (read from SGLang's layers: ColumnParallel/RowParallel/QKVParallel/FusedMo
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, replace
 
-BF16 = 2
-FP32 = 4
+from rio_sglang.tensor_table import BF16, FP32, LM_HEAD, MTP_RULES, RULES, Row, dims, stage_of
+
+__all__ = ["BF16", "FP32", "Weight", "full_attention_layers", "weights"]
+# The groups of rows only some decoder layers hold (config `layer_types`).
+LAYER_TYPE = {"attention": "full_attention", "gdn": "linear_attention"}
 
 
 @dataclass(frozen=True)
 class Weight:
-    name: str
-    rows: int
-    cols: int = 1
+    name: str  # the checkpoint key
+    shape: tuple[int, ...]
     group: str = ""  # for a breakdown: embed, attention, gdn, moe, shared, norm, vision, mtp
-    split: str = "tp"
-    stage: str = "layer"  # "first" (embed, vision), "last" (norm, lm_head, mtp) or "layer"
+    split: str = "column"
+    stage: str | None = "layer"  # "first" (embed, vision), "last" (norm, lm_head, mtp), "layer"
     layer: int | None = None
     dtype_bytes: int = BF16
     heads: int = 1  # split "kv": KV heads in `rows`
+    fp8: bool = False  # a linear SGLang's FP8 methods quantize (with a scale per output row)
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return math.prod(self.shape[1:])
 
     @property
     def numel(self) -> int:
-        return self.rows * self.cols
+        return math.prod(self.shape)
 
     def rank_numel(self, tp: int) -> int:
         """Elements one of `tp` tensor-parallel ranks holds."""
@@ -45,8 +61,12 @@ class Weight:
                 return self.numel // self.heads
             _check(self.heads % tp == 0, f"{self.name}: {self.heads} KV heads over TP {tp}")
             return self.numel // tp
-        _check(self.numel % tp == 0, f"{self.name}: {self.rows}x{self.cols} over TP {tp}")
+        _check(self.numel % tp == 0, f"{self.name}: {self.shape} over TP {tp}")
         return self.numel // tp
+
+    def rank_rows(self, tp: int) -> int:
+        """Output rows one rank holds: all of a row-parallel or replicated tensor's."""
+        return self.rows if self.split in ("row", "rep") else self.rank_numel(tp) // self.cols
 
     def rank_bytes(self, tp: int) -> int:
         return self.rank_numel(tp) * self.dtype_bytes
@@ -65,102 +85,47 @@ def full_attention_layers(text: dict) -> list[int]:
     return [i for i in range(text["num_hidden_layers"]) if (i + 1) % interval == 0]
 
 
-def _attention(t: dict, layer: int | None, p: str, stage: str) -> list[Weight]:
-    H, D = t["hidden_size"], t["head_dim"]
-    Hq, Hkv = t["num_attention_heads"], t["num_key_value_heads"]
-    gate = 2 if t.get("attn_output_gate", True) else 1  # q_proj holds [q | gate] per head
-    kw = {"group": "attention", "layer": layer, "stage": stage}
-    return [Weight(f"{p}.q_proj", gate * Hq * D, H, **kw),
-            Weight(f"{p}.k_proj", Hkv * D, H, split="kv", heads=Hkv, **kw),
-            Weight(f"{p}.v_proj", Hkv * D, H, split="kv", heads=Hkv, **kw),
-            Weight(f"{p}.o_proj", H, Hq * D, **kw),
-            Weight(f"{p}.q_norm", D, split="rep", **kw),
-            Weight(f"{p}.k_norm", D, split="rep", **kw)]
-
-
-def _gdn(t: dict, layer: int, p: str) -> list[Weight]:
-    H, Hk, Hv = t["hidden_size"], t["linear_num_key_heads"], t["linear_num_value_heads"]
-    Dk, Dv, K = t["linear_key_head_dim"], t["linear_value_head_dim"], t["linear_conv_kernel_dim"]
-    conv_dim = 2 * Hk * Dk + Hv * Dv  # [q | k | v]
-    kw = {"group": "gdn", "layer": layer}
-    return [Weight(f"{p}.in_proj_qkv", conv_dim, H, **kw),
-            Weight(f"{p}.in_proj_z", Hv * Dv, H, **kw),
-            Weight(f"{p}.in_proj_b", Hv, H, **kw),
-            Weight(f"{p}.in_proj_a", Hv, H, **kw),
-            Weight(f"{p}.conv1d", conv_dim, K, **kw),
-            Weight(f"{p}.dt_bias", Hv, **kw),
-            Weight(f"{p}.A_log", Hv, dtype_bytes=FP32, **kw),  # SGLang keeps A_log in fp32
-            Weight(f"{p}.norm", Dv, split="rep", **kw),
-            Weight(f"{p}.out_proj", H, Hv * Dv, **kw)]
-
-
-def _ffn(t: dict, layer: int | None, p: str, stage: str) -> list[Weight]:
-    H, E, Ie, Is = (t["hidden_size"], t["num_experts"], t["moe_intermediate_size"],
-                    t["shared_expert_intermediate_size"])
-    kw = {"layer": layer, "stage": stage}
-    return [Weight(f"{p}.input_layernorm", H, split="rep", group="norm", **kw),
-            Weight(f"{p}.post_attention_layernorm", H, split="rep", group="norm", **kw),
-            Weight(f"{p}.mlp.gate", E, H, split="rep", group="moe", **kw),
-            Weight(f"{p}.mlp.experts.gate_up_proj", E * 2 * Ie, H, group="moe", **kw),
-            Weight(f"{p}.mlp.experts.down_proj", E * H, Ie, group="moe", **kw),
-            Weight(f"{p}.mlp.shared_expert.gate_up_proj", 2 * Is, H, group="shared", **kw),
-            Weight(f"{p}.mlp.shared_expert.down_proj", H, Is, group="shared", **kw),
-            Weight(f"{p}.mlp.shared_expert_gate", H, split="rep", group="shared", **kw)]
-
-
-def _vision(v: dict) -> list[Weight]:
-    if v.get("deepstack_visual_indexes"):
-        raise ValueError("deepstack vision mergers are not modelled (Qwen3.5 has none)")
-    C, I, out = v["hidden_size"], v["intermediate_size"], v["out_hidden_size"]
-    M = C * v["spatial_merge_size"] ** 2  # the merger sees 2x2 patches concatenated
-    patch = v["in_channels"] * v["temporal_patch_size"] * v["patch_size"] ** 2
-    kw = {"group": "vision", "stage": "first"}
-    w = [Weight("visual.patch_embed.proj", C, patch, split="rep", **kw),
-         Weight("visual.patch_embed.bias", C, split="rep", **kw),
-         Weight("visual.pos_embed", v["num_position_embeddings"], C, split="vocab", **kw)]
-    for b in range(v["depth"]):
-        p = f"visual.blocks.{b}"
-        w += [Weight(f"{p}.norms", 4 * C, split="rep", **kw),  # norm1, norm2: weight + bias
-              Weight(f"{p}.attn.qkv", 3 * C, C + 1, **kw),  # + bias, column parallel
-              Weight(f"{p}.attn.proj", C, C, **kw),
-              Weight(f"{p}.attn.proj.bias", C, split="rep", **kw),
-              Weight(f"{p}.mlp.linear_fc1", I, C + 1, **kw),
-              Weight(f"{p}.mlp.linear_fc2", C, I, **kw),
-              Weight(f"{p}.mlp.linear_fc2.bias", C, split="rep", **kw)]
-    return w + [Weight("visual.merger.norm", 2 * C, split="rep", **kw),
-                Weight("visual.merger.linear_fc1", M, M + 1, **kw),
-                Weight("visual.merger.linear_fc2", out, M, **kw),
-                Weight("visual.merger.linear_fc2.bias", out, split="rep", **kw)]
-
-
-def _mtp(t: dict) -> list[Weight]:
-    """The MTP head (speculative NEXTN draft): fc over [embedding | hidden], one attention+MoE
-    layer, three norms; it shares embed_tokens and lm_head with the target."""
-    H = t["hidden_size"]
-    kw = {"group": "mtp", "stage": "last"}
-    w = [Weight("mtp.fc", H, 2 * H, split="rep", **kw),  # a plain nn.Linear in SGLang
-         Weight("mtp.norms", 3 * H, split="rep", **kw)]
-    layer = _attention(t, None, "mtp.layers.0.self_attn", "last") + _ffn(t, None, "mtp.layers.0",
-                                                                        "last")
-    return w + [replace(x, group="mtp") for x in layer]
-
-
-def weights(cfg: dict, mtp: bool = False) -> list[Weight]:
-    """All weight tensors of a Qwen3.5-MoE config.json dict (`mtp`: with the MTP head)."""
+def weights(cfg: dict, mtp: bool = False, layout: str = "fused") -> list[Weight]:
+    """Every tensor of a Qwen3.5-MoE checkpoint of `cfg` (`mtp`: with the MTP head, one
+    full-attention layer on the last stage), the routed experts in `layout`: "fused" (two
+    stacked tensors a layer) or "per-expert" (as released; the same bytes)."""
     t, v = cfg["text_config"], cfg.get("vision_config")
-    V, H = t["vocab_size"], t["hidden_size"]
-    w = [Weight("embed_tokens", V, H, split="vocab", stage="first", group="embed")]
+    if v and v.get("deepstack_visual_indexes"):
+        raise ValueError("deepstack vision mergers are not modelled (Qwen3.5 has none)")
     attn = set(full_attention_layers(t))
-    for i in range(t["num_hidden_layers"]):
-        p = f"layers.{i}"
-        w += (_attention(t, i, f"{p}.self_attn", "layer") if i in attn
-              else _gdn(t, i, f"{p}.linear_attn"))
-        w += _ffn(t, i, p, "layer")
-    w.append(Weight("norm", H, split="rep", stage="last", group="norm"))
-    if not t.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False)):
-        w.append(Weight("lm_head", V, H, split="vocab", stage="last", group="embed"))
-    if v:
-        w += _vision(v)
+    types = ["full_attention" if i in attn else "linear_attention"
+             for i in range(t["num_hidden_layers"])]
+    tied = t.get("tie_word_embeddings", cfg.get("tie_word_embeddings", False))
+    rows = [r for r in RULES if not (r is LM_HEAD and tied) and (v or r.group != "vision")]
+    out = _read_forwards(rows, cfg, types, layout)
     if mtp:
-        w += _mtp(t)
-    return w
+        head = _read_forwards([r for r in MTP_RULES if r.source.startswith("mtp.")], cfg,
+                              ["full_attention"] * t.get("mtp_num_hidden_layers", 1), layout)
+        out += [replace(w, group="mtp", stage="last", layer=None) for w in head]
+    return out
+
+
+def _read_forwards(rows: list[Row], cfg: dict, types: list[str], layout: str) -> list[Weight]:
+    """Each row's tensors in a bf16 checkpoint (weights, no FP8 scales); stage None for the MTP
+    head's (`weights` places them)."""
+    d, v = dims(cfg), cfg.get("vision_config") or {}
+    out = []
+    for row in rows:
+        if row.layout not in (None, layout):
+            continue
+        on = LAYER_TYPE.get(row.group)
+        given = {"layer": [i for i, kind in enumerate(types) if on in (None, kind)],
+                 "expert": range(d["E"]), "block": range(v.get("depth", 0)),
+                 "part": ("weight",), "scale": ()}
+        names = row.fields
+        values = [row.each[n] if n in row.each and not callable(row.each[n]) else given[n]
+                  for n in names]
+        for combo in itertools.product(*values):
+            f = dict(zip(names, combo, strict=True))
+            key, size = row.source.format(**f), row.size_of(f)
+            stage = stage_of(key)
+            layer = stage if isinstance(stage, int) else None
+            out.append(Weight(key, size.of(d), row.group, size.split,
+                              stage if layer is None else "layer", layer, size.dtype_bytes,
+                              d["Hkv"] if size.split == "kv" else 1, row.fp8))
+    return out

@@ -1,6 +1,6 @@
 """Routed-expert weight storage and strict per-expert loading, bf16 or FP8 (e4m3 + scales).
 
-`SparseMoe` (layers/moe.py) is an `ExpertStore`; the loader table (weights.py) calls
+`SparseMoe` (layers/moe.py) is an `ExpertStore`; the loader table (tensor_table.py) calls
 `load_expert` / `load_fused` with full checkpoint tensors. Plain torch, no SGLang import: CPU
 tests build a store directly.
 """

@@ -13,16 +13,25 @@ from __future__ import annotations
 import re
 
 from rio_kernels.fused_moe import fp8
+from rio_sglang.tensor_table import LM, MTP_RULES, RULES
 
 FP8_KINDS = ("block", "channel")
-EXPERT = re.compile(r"\.mlp\.experts\.\d+\.(gate|up|down)_proj\.weight$")
-LINEAR = re.compile(r"^model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|"
-                    r"linear_attn\.(in_proj_qkv|in_proj_z|out_proj)|"
-                    r"mlp\.shared_expert\.(gate|up|down)_proj)\.weight$")
 # Module paths left in bf16 (SGLang matches them on dotted boundaries): the router and gates,
 # in_proj_a / b (a row per head: too few for a block), the output head and the vision tower.
 KEEP = ["lm_head", "model.visual", "mlp.gate", "shared_expert_gate", "in_proj_a", "in_proj_b"]
 KEEP_LINEARS = ["self_attn", "linear_attn", "shared_expert"]
+
+
+def converted(name: str, linears: bool) -> bool:
+    """Is this bf16 checkpoint tensor stored in e4m3: a routed expert's weight (the table's
+    per-expert rows), and with `linears` the other linears of the text model's layers (the
+    table's FP8 rows: their keys may carry a scale) but those KEEP names."""
+    row = next((r for r in (*RULES, *MTP_RULES) if r.pattern.match(name)), None)
+    if row is None or row.layout == "per-expert":
+        return row is not None
+    module = "." + name.rsplit(".", 1)[0] + "."
+    return (linears and row.fp8 and name.startswith(LM + "layers.")
+            and not any(f".{k}." in module for k in KEEP))
 
 
 def quantize_tensors(tensors: dict, kind: str, block: tuple[int, int], linears: bool) -> dict:
@@ -31,7 +40,7 @@ def quantize_tensors(tensors: dict, kind: str, block: tuple[int, int], linears: 
         raise ValueError(f"fp8 kind {kind!r} not in {FP8_KINDS}")
     out = {}
     for name, t in tensors.items():
-        if not (EXPERT.search(name) or (linears and LINEAR.match(name))):
+        if not converted(name, linears):
             out[name] = t
             continue
         stem = name[: -len(".weight")]

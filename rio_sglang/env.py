@@ -61,6 +61,12 @@ def reasoning_default() -> str | None:
     return os.environ.get(REASONING_DEFAULT) or None
 
 
+def reasoning_request_log() -> bool:
+    """RIO_REASONING_LOG=1: one debug line per finished reasoning request (mode, steps,
+    switches, injections) from the tokenizer manager; off by default."""
+    return _flag("RIO_REASONING_LOG")
+
+
 def moe_w8a8() -> bool:
     """RIO_MOE_W8A8=1: FP8 experts quantize activations to e4m3 on the prefill (grouped) path
     and use fp8 tensor cores (`fused_moe(act_quant=True)`). Opt-in: its speed is not measured."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,7 @@ def serve_sh_starts(request, tmp_path_factory):
                "RIO_REASONING_DEFAULT": json.dumps(DEFAULT_SPEC)}
         with (tmp / "serve.log").open("w") as out:
             proc = subprocess.Popen(["bash", str(ROOT / "launch" / "recipe.sh"), "cpu-tiny",
-                                     "--port", str(port)], env=env, stdout=out,
+                                     "--port", str(port), "--enable-metrics"], env=env, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         # recipe.sh execs `rio-sglang serve`, which keeps SGLang's output in RIO_CACHE_DIR/logs
@@ -203,8 +204,109 @@ def test_serve_sh_cpu_tiny_answers_the_smoke_client(serve_sh_starts):
             assert rows[name]["ok"], f"{name}: {rows[name]['detail']}\n{tail}"
         assert smoke.returncode == 0, tail
         assert_default_applies(url)
+        assert_metrics_add_up(url)
     finally:
         srv.stop()
+
+
+def scrape(url: str) -> dict[tuple, float]:
+    """/metrics as {(name, sorted label pairs): value}."""
+    import requests
+
+    r = requests.get(f"{url}/metrics", timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    out = {}
+    for line in r.text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
+        if m:
+            labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def delta(before: dict, after: dict, name: str, **labels) -> float:
+    """The change of one series (summed over the labels not given)."""
+    def total(d):
+        return sum(v for (n, ls), v in d.items() if n == name
+                   and all((k, str(x)) in ls for k, x in labels.items()))
+    return total(after) - total(before)
+
+
+# The mix the metrics test sends: (spec or None for the server default, status)
+METRICS_MIX = [
+    ({"mode": "explicit"}, 200),
+    ({"mode": "latent", "math_tokens_explicit": False}, 200),
+    ({"mode": "switch", "window": 1, "max_switches": 1, "math_tokens_explicit": False}, 200),
+    (None, 200),  # DEFAULT_SPEC
+    ({"mode": "switch", "window": 0}, 400),  # refused, naming `window`
+]
+GRAFANA = ROOT / "launch" / "grafana" / "rio-reasoning.json"
+
+
+def aborted_latent(url: str) -> dict:
+    """A long latent request, aborted once it streams: its last output's meta_info."""
+    import requests
+
+    rid = "rio-metrics-abort"
+    body = {"input_ids": [20, 30, 40, 50], "rid": rid, "stream": True, "sampling_params": {
+        "max_new_tokens": 1000, "ignore_eos": True, "temperature": 0,
+        "custom_params": {"rio_reasoning": {"mode": "latent", "math_tokens_explicit": False}}}}
+    last = None
+    with requests.post(f"{url}/generate", json=body, stream=True, timeout=600) as r:
+        assert r.status_code == 200, r.text[:300]
+        for i, line in enumerate(r.iter_lines()):
+            if line.startswith(b"data: {"):
+                last = json.loads(line[len(b"data: "):])
+            if i == 2:
+                assert requests.post(f"{url}/abort_request", json={"rid": rid},
+                                     timeout=60).status_code == 200
+    return last["meta_info"]
+
+
+def assert_metrics_add_up(url: str) -> None:
+    """--enable-metrics: each rio_reasoning_ counter moves by exactly what the mix's responses
+    say; the Grafana dashboard's queries name only series this server exposes."""
+    import requests
+
+    before = scrape(url)
+    returned = []
+    for spec, status in METRICS_MIX:
+        sp = {"max_new_tokens": 12, "temperature": 0}
+        if spec is not None:
+            sp["custom_params"] = {"rio_reasoning": spec}
+        r = requests.post(f"{url}/generate", json={"input_ids": [20, 30, 40], "sampling_params": sp},
+                          timeout=600)
+        assert r.status_code == status, r.text[:300]
+        if status == 200:
+            returned.append(r.json()["meta_info"]["rio_reasoning"])
+    meta = aborted_latent(url)
+    assert meta["finish_reason"]["type"] == "abort"
+    returned.append(meta["rio_reasoning"])
+    after = scrape(url)
+
+    def series(name, **labels):
+        return delta(before, after, f"rio_reasoning_{name}", **labels)
+
+    for mode in ("explicit", "latent", "switch"):
+        for default in (True, False):
+            n = sum(s["spec"]["mode"] == mode and s["from_default"] is default for s in returned)
+            assert series("requests_total", mode=mode, from_default=str(default).lower()) == n
+    for key in ("latent_steps", "explicit_steps"):
+        assert series(f"{key}_total") == sum(s[key] for s in returned) > 0
+    assert series("latent_steps_per_request_count") == len(returned) == 5
+    assert series("latent_steps_per_request_sum") == sum(s["latent_steps"] for s in returned)
+    assert series("switches_per_request_sum") == sum(s["switches"] for s in returned)
+    for key in ("injected_convergence", "injected_termination", "forced_think_end"):
+        assert series(f"{key}_total") == sum(s[key] for s in returned)
+    assert series("injected_convergence_total") >= 1
+    assert series("refused_total", field="window") == series("refused_total") == 1
+    assert series("aborted_mid_latent_total") == 1
+    assert meta["rio_reasoning"]["modes"].endswith("L")
+
+    seen = {name for name, _ in after}
+    queries = [t["expr"] for p in json.loads(GRAFANA.read_text())["panels"] for t in p["targets"]]
+    named = {m for q in queries for m in re.findall(r"\b(rio_reasoning_\w+|sglang:\w+)", q)}
+    assert named and named <= seen, sorted(named - seen)
 
 
 def chat_stats(url: str, **extra) -> dict:

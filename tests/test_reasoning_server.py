@@ -240,3 +240,9 @@ def test_chunked_prefill_steps_once_the_prompt_is_complete(chunked_server, tiny_
     assert got["output_ids"] == ref.tokens
     assert_equals_reference(got, ref, ref_modes, spec)
     assert "chunked_prefill_size=4," in chunked_server.log_path.read_text()
+
+
+def test_no_metrics_without_the_flag(server):
+    """This server runs without --enable-metrics: SGLang serves no /metrics, so no reasoning
+    series either (tests/test_launch.py reads them where the flag is on)."""
+    assert requests.get(server.url + "/metrics", timeout=60).status_code == 404

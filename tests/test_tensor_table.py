@@ -117,7 +117,7 @@ FP8 = [("tiny", 1), ("tiny", 2), ("tiny-wide", 2), ("rio-slice-4", 1), ("rio-sli
 def test_fp8_experts_are_the_loaders_expert_store(preset, tp):
     """`--quantization fp8`: one layer's routed experts on one of `tp` ranks, e4m3 and fp32
     scales, as the calculator counts them and as the loader's ExpertStore holds them."""
-    from rio_sglang.experts import ExpertStore, expert_quant
+    from rio_sglang.layers.experts import ExpertStore, expert_quant
 
     cfg = config(preset)
     text = cfg["text_config"]

@@ -61,11 +61,15 @@ def attach(model, num_slots: int, tokens: ReasoningTokens, pp_size: int, tp_size
     _tap_forward(model, runtime)
     if not _is_missing(embed):
         embed.register_forward_hook(lambda module, args, out: runtime.override_embeds(out))
+    copy = getattr(source, "embed", None)
+    copy_bytes = 0 if copy is None else copy.numel() * copy.element_size()
     buffers = step.buffer_bytes()
     log.warning(
-        "%s: %s, %d slots; mixture rows: vocab [%d, %d) of %d; reasoning buffers %.2f MiB (%s)",
-        REASONING_MARK, type(model).__name__, num_slots, v_start, v_start + v_len, vocab,
-        sum(buffers.values()) / 2**20, ", ".join(f"{k} {v / 2**20:.2f}" for k, v in buffers.items()))
+        "%s: %s, %d slots; mixture rows: vocab [%d, %d) of %d, %s; reasoning buffers %.2f MiB "
+        "(%s)", REASONING_MARK, type(model).__name__, num_slots, v_start, v_start + v_len, vocab,
+        f"a copy of {copy_bytes / 2**20:.2f} MiB" if copy_bytes
+        else "the embedding shard itself (no copy)", sum(buffers.values()) / 2**20,
+        ", ".join(f"{k} {v / 2**20:.2f}" for k, v in buffers.items()))
     return runtime
 
 

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 
 from sglang.srt.managers.scheduler_components.output_streamer import SchedulerOutputStreamer
 
+from rio_sglang import env
 from rio_sglang.runtime import validate
 from rio_sglang.runtime.record import admit
 
 STATS_KEY = "rio_reasoning"
+# One debug line per finished reasoning request: RIO_REASONING_LOG=1 turns it on.
+finished_log = logging.getLogger("rio_sglang.reasoning.requests")
+if env.reasoning_request_log():
+    finished_log.setLevel(logging.DEBUG)
 DONE = "data: [DONE]\n\n"  # SGLang's OpenAI stream terminator
 
 
@@ -55,8 +61,21 @@ def update_meta_info(original, self, meta_info, state, customized_info, index, f
     rest = {k: v for k, v in customized_info.items() if k != STATS_KEY}
     if rest:
         original(self, meta_info, state, rest, index, finish_reason)
-    if ours is not None and ours[index]:
-        meta_info[STATS_KEY] = ours[index][-1]
+    if ours is None or not ours[index]:
+        return
+    stats = meta_info[STATS_KEY] = ours[index][-1]
+    if getattr(self, "enable_metrics", False):  # --enable-metrics: SGLang's /metrics
+        from rio_sglang.runtime import metrics
+
+        metrics.observe_finished(stats, finish_reason)
+    if finished_log.isEnabledFor(logging.DEBUG):
+        finished_log.debug(
+            "rio-sglang reasoning request %s finished (%s): mode %s, latent %d, explicit %d, "
+            "switches %d, convergence %s, termination %s, forced </think> %s",
+            meta_info.get("id"), (finish_reason or {}).get("type"),
+            (stats.get("spec") or {}).get("mode"), stats["latent_steps"],
+            stats["explicit_steps"], stats["switches"], stats["injected_convergence"],
+            stats["injected_termination"], stats["forced_think_end"])
 
 
 def response_metadata(response, self, request, ret, *args, **kwargs):

@@ -93,9 +93,17 @@ def check_samples_per_prompt(sampling_params) -> None:
             raise ValueError(f"n: {show(n)} is above {MAX_SAMPLES} samples per prompt")
 
 
+class SpecRefused(ValueError):
+    """A request's reasoning spec refused (HTTP 400); `field` names the spec field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"custom_params.{SPEC_KEY}.{field}: {message}")
+        self.field = field
+
+
 def check_reasoning(sampling_params, vocab_size: int, context_len: int,
                     speculative: str | None = None, no_latent: str | None = None) -> None:
-    """The request's spec (its own or the server default), parsed once: ValueError naming the
+    """The request's spec (its own or the server default), parsed once: SpecRefused naming the
     field for a bad one, or for a latent / switch one where it cannot run (`speculative`: the
     server's speculative algorithm; `no_latent`: why this vocabulary cannot)."""
     custom = sampling_params.get("custom_params") if isinstance(sampling_params, dict) else None
@@ -104,18 +112,18 @@ def check_reasoning(sampling_params, vocab_size: int, context_len: int,
         if spec is not None:
             spec.validate(vocab_size, context_len)
     except ReasoningSpecError as e:
-        # str(e) starts with the field: "window: must lie in [1, 16777216], got -1"
-        raise ValueError(f"custom_params.{SPEC_KEY}.{e}") from None
+        # str(e) is "field: message", e.g. "window: must lie in [1, 16777216], got -1"
+        raise SpecRefused(e.field, str(e).split(": ", 1)[1]) from None
     if spec is None or spec.mode == "explicit":
         return
     if speculative:
-        raise ValueError(
-            f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run under "
-            f"speculative decoding ({speculative}): draft tokens would be verified against soft "
-            "inputs; use mode 'explicit' or a server without --speculative-algorithm")
+        raise SpecRefused(
+            "mode", f"{spec.mode!r} reasoning cannot run under speculative decoding "
+            f"({speculative}): draft tokens would be verified against soft inputs; use mode "
+            "'explicit' or a server without --speculative-algorithm")
     if no_latent:
-        raise ValueError(f"custom_params.{SPEC_KEY}.mode: {spec.mode!r} reasoning cannot run "
-                         f"on this model: {no_latent}; use mode 'explicit'")
+        raise SpecRefused("mode", f"{spec.mode!r} reasoning cannot run on this model: "
+                          f"{no_latent}; use mode 'explicit'")
 
 
 def latent_refusal(tokenizer) -> str | None:
@@ -133,8 +141,15 @@ def validate_one_request(original, self, obj, input_ids):
     check_top_logprobs(getattr(obj, "top_logprobs_num", None), vocab_size)
     original(self, obj, input_ids)
     check_sampling(obj.sampling_params, vocab_size, self.context_len)
-    check_reasoning(obj.sampling_params, vocab_size, self.context_len,
-                    self.server_args.speculative_algorithm, latent_refusal(self.tokenizer))
+    try:
+        check_reasoning(obj.sampling_params, vocab_size, self.context_len,
+                        self.server_args.speculative_algorithm, latent_refusal(self.tokenizer))
+    except SpecRefused as e:
+        if getattr(self, "enable_metrics", False):
+            from rio_sglang.runtime import metrics
+
+            metrics.observe_refused(e.field)
+        raise
 
 
 async def tokenize_one_request(original, self, obj):

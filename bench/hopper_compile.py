@@ -139,7 +139,7 @@ def step_case(B: int, dtype: torch.dtype, topk: bool = False, tiles=None) -> Cal
         step = DeviceStep(256, TOKENS, V, table, 0, v_len, torch.empty(3, H, dtype=dtype))
         specs = [ReasoningSpec(mode="latent" if i % 2 else "switch",
                                soft_topk=8 if topk else None) for i in range(B)]
-        step.admit(list(range(B)), specs, [1 << 20] * B)
+        step.reset(list(range(B)), specs, [1 << 20] * B)
         rows = torch.arange(B)
         if tiles is not None:  # the mixture alone, with these tiles
             launch.pre_sample(torch.empty(B, V), rows, rows, step.tables, table, 0, v_len, V,

@@ -28,7 +28,7 @@ from bench import report as rep
 from bench.mode_client import MODE_SPECS, run_mode, warm_up, workload_prompts
 from bench.roofline import roofline
 from rio_sglang import env
-from rio_sglang.launcher import launch
+from rio_sglang.sglang_server import start_server
 
 log = logging.getLogger("bench")
 GPU_DEFAULTS = {"preset": "rio-slice-4", "input_len": 1024, "output_len": 256,
@@ -112,7 +112,7 @@ def run_server(server: str, ckpt: Path, args, out: Path) -> list[dict]:
         from rio_sglang.targets import GPU_ATTENTION
 
         extra += GPU_ATTENTION
-    srv = launch(ckpt, cpu=args.cpu, extra_args=extra + args.server_args, stock=server == "stock",
+    srv = start_server(ckpt, cpu=args.cpu, extra_args=extra + args.server_args, stock=server == "stock",
                  log_path=out / f"server-{server}.log")
     log.info("%s: starting SGLang (%s class), log %s", server,
              "SGLang's stock" if server == "stock" else "our", srv.log_path)

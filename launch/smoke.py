@@ -21,9 +21,9 @@ from pathlib import Path
 import requests
 
 from rio_frontend.wire import STATS_KEY, openai_body, stats_from_meta_info, stats_from_openai
-from rio_sglang.launcher import MODEL_PACKAGE, PARSER_FLAGS
 from rio_sglang.logmarks import SERVING_MARK
 from rio_sglang.reasoning.spec import ReasoningSpec
+from rio_sglang.sglang_server import MODEL_PACKAGE, PARSER_FLAGS
 
 # Which class serves, over HTTP: a key of /model_info, or of an entry of /server_info's
 # internal_states, holding the class's dotted path. SGLang 0.5.23 reports neither; our class

@@ -17,7 +17,7 @@ MODEL_PACKAGE = "rio_sglang.models"  # our external model package (SGLang import
 
 
 def serves_rio_model() -> bool:
-    """SGLANG_EXTERNAL_MODEL_PACKAGE (SGLang's own variable, set by our launchers) names our
+    """SGLANG_EXTERNAL_MODEL_PACKAGE (SGLang's own variable, set by `rio-sglang serve`) names our
     model package: this SGLang process serves our class, so the reasoning hooks install."""
     return os.environ.get("SGLANG_EXTERNAL_MODEL_PACKAGE", "").strip() == MODEL_PACKAGE
 
@@ -47,7 +47,7 @@ def cache_dir() -> Path:
 
 
 def server_start_timeout() -> float:
-    """RIO_SERVER_START_TIMEOUT: seconds the launcher waits for a server to be ready (600)."""
+    """RIO_SERVER_START_TIMEOUT: seconds `rio-sglang serve` waits for a server to be ready (600)."""
     return float(os.environ.get("RIO_SERVER_START_TIMEOUT", "600"))
 
 

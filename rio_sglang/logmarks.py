@@ -1,7 +1,7 @@
-"""The lines our model classes log and the launcher and tests look for in a server's log.
+"""The lines our model classes log and `sglang_server.py` and tests look for in a server's log.
 
-A module of its own so that model code (`models/`) and the launcher (`launcher.py`) share the
-marks without the model importing the launcher.
+A module of its own so that model code (`models/`) and the server process (`sglang_server.py`) share
+the marks without the model importing it.
 """
 
 # Logged by our model class when SGLang builds it. SGLang swallows import errors of external

@@ -1,5 +1,5 @@
 """`rio-sglang serve`: check the reasoning default and the checkpoint once, start
-`sglang.launch_server` (launcher.py), wait until it answers, report a failed start with its log's
+`sglang.launch_server` (sglang_server.py), wait until it answers, report a failed start with its log's
 tail. The one serve command: scripts/quickstart.sh and launch/recipe.sh go through it.
 """
 
@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rio_sglang import env, launcher, targets
+from rio_sglang import env, sglang_server, targets
 from rio_sglang.checkpoint import CheckpointError, verify_checkpoint
 
 log = logging.getLogger("rio_sglang.serve")
@@ -29,7 +29,7 @@ class Plan:
 
     model_path: str
     port: int
-    cpu: bool  # --tiny / --model-path on this CPU: the launcher's CPU flags and environment
+    cpu: bool  # --tiny / --model-path on this CPU: sglang_server's CPU flags and environment
     stock: bool  # --swireasoning: SGLang's own class serves (no SGLANG_EXTERNAL_MODEL_PACKAGE)
     flags: tuple[str, ...]  # a target's flags, then the arguments after `--` (last: they win)
     environ: dict
@@ -37,7 +37,7 @@ class Plan:
     http: bool = True  # this node answers HTTP (not a later node of a multi-node target)
 
     def command(self) -> tuple[list, dict]:
-        return launcher.server_command(self.model_path, port=self.port, cpu=self.cpu,
+        return sglang_server.server_command(self.model_path, port=self.port, cpu=self.cpu,
                                        extra_args=self.flags, environ=self.environ,
                                        stock=self.stock)
 
@@ -85,7 +85,7 @@ def plan(argv: list[str], prog: str = "rio-sglang serve") -> Plan:
         raise ServeError(str(e)) from None
     flags = [*(targets.target_flags(target) if target else ()), *passthrough]
     environ = {**os.environ, **(target.env if target else {})}
-    port = launcher.flag_value(flags, "--port", str(args.port))
+    port = sglang_server.flag_value(flags, "--port", str(args.port))
     if not port.isdigit():
         raise ServeError(f"--port {port!r}: not a port number")
 
@@ -117,7 +117,7 @@ def plan(argv: list[str], prog: str = "rio-sglang serve") -> Plan:
     timeout = env.server_start_timeout() if args.timeout is None else args.timeout
     return Plan(path, int(port), cpu=target is None and not args.gpu, stock=stock,
                 flags=tuple(flags), environ=environ, timeout=timeout,
-                http=launcher.flag_value(flags, "--node-rank", "0") == "0")
+                http=sglang_server.flag_value(flags, "--node-rank", "0") == "0")
 
 
 def _checkpoint(args, target) -> str:
@@ -146,7 +146,7 @@ def run(p: Plan) -> int:
     # SIGTERM (a supervisor, a shell trap) must still stop the server's process group.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     argv, environ = p.command()
-    server = launcher.start(argv, environ, p.port, expect_mark=not p.stock)
+    server = sglang_server.start(argv, environ, p.port, expect_mark=not p.stock)
     log.info("starting SGLang (log: %s)", server.log_path)
     try:
         if p.http:
@@ -159,7 +159,7 @@ def run(p: Plan) -> int:
             log.error("SGLang exited with code %d; log %s:\n%s", code, server.log_path,
                       server.log_tail())
         return code
-    except launcher.ServerStartError as e:
+    except sglang_server.ServerStartError as e:
         log.error("%s", e)
         return 1
     except KeyboardInterrupt:

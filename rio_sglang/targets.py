@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rio_sglang.launcher import MODEL_PACKAGE, PARSER_FLAGS, flag_value
+from rio_sglang.sglang_server import MODEL_PACKAGE, PARSER_FLAGS, flag_value
 
 TARGETS_DIR = Path(__file__).resolve().parents[1] / "launch" / "targets"
 GPU_ATTENTION = ("--attention-backend", "flashinfer")  # Hopper would default to fa3

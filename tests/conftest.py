@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from rio_sglang.launcher import launch
+from rio_sglang.sglang_server import start_server
 from rio_sglang.tiny import write_family_checkpoint, write_tiny_checkpoint
 
 
@@ -35,7 +35,7 @@ def family_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(tiny_ckpt, tmp_path_factory):
     """A real `sglang.launch_server` on the tiny checkpoint (CPU platform); yields its URL."""
-    srv = launch(tiny_ckpt, log_path=tmp_path_factory.mktemp("logs") / "server.log")
+    srv = start_server(tiny_ckpt, log_path=tmp_path_factory.mktemp("logs") / "server.log")
     try:
         srv.wait_ready(timeout=600)
         yield srv

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rio_sglang.checkpoint import CheckpointError, verify_checkpoint
-from rio_sglang.launcher import ServerStartError, launch
+from rio_sglang.sglang_server import ServerStartError, start_server
 from rio_sglang.tiny import write_tiny_checkpoint
 
 INDEX = "model.safetensors.index.json"
@@ -108,7 +108,7 @@ def test_server_death_is_reported_not_waited_out(tmp_path, pristine):
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg["architectures"] = ["NoSuchModelForCausalLM"]
     (ckpt / "config.json").write_text(json.dumps(cfg))
-    srv = launch(ckpt, log_path=tmp_path / "server.log")
+    srv = start_server(ckpt, log_path=tmp_path / "server.log")
     t0 = time.monotonic()
     try:
         with pytest.raises(ServerStartError, match=r"(?s)server exited with code .*NoSuchModel"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from rio_sglang import cli, env, launcher, serve
+from rio_sglang import cli, env, serve, sglang_server
 from rio_sglang.targets import read_target, server_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +132,6 @@ def test_only_the_first_node_is_waited_on_over_http(rank, http, monkeypatch):
 def test_model_path_on_this_cpu_adds_the_cpu_setup(monkeypatch):
     _, argv, e = launch_env(["--model-path", HF_ID, "--", "--max-running-requests", "2"],
                             monkeypatch)
-    assert argv[-len(launcher.CPU_FLAGS) - 2:-2] == list(launcher.CPU_FLAGS)
+    assert argv[-len(sglang_server.CPU_FLAGS) - 2:-2] == list(sglang_server.CPU_FLAGS)
     assert argv[-2:] == ["--max-running-requests", "2"]
     assert e["RIO_CPU_PLATFORM"] == "1" and e["TRITON_INTERPRET"] == "1"

@@ -25,9 +25,9 @@ from hf_reference import (
 )
 from one_ahead import OneAhead
 
-from rio_sglang.launcher import launch
 from rio_sglang.logmarks import PLUGIN_MARK, REASONING_MARK, SERVING_MARK
 from rio_sglang.reasoning.spec import ReasoningSpec
+from rio_sglang.sglang_server import start_server
 from rio_sglang.tiny import FAMILIES
 
 pytestmark = pytest.mark.server
@@ -50,7 +50,7 @@ def family_starts(request, family_ckpt, tmp_path_factory):
         log = tmp_path_factory.mktemp("logs") / f"{name}-tp{tp}.log"
         environ = {**os.environ, "RIO_SWIREASONING": "1"}
         extra = ["--tp-size", str(tp)] if tp > 1 else []
-        return launch(ckpt, log_path=log, stock=True, environ=environ, extra_args=extra), ckpt
+        return start_server(ckpt, log_path=log, stock=True, environ=environ, extra_args=extra), ckpt
 
     starts = OneAhead(request, start, "family_server")
     yield starts

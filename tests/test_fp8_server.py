@@ -25,8 +25,8 @@ from test_fp8_loading import read
 from test_reasoning_server import REF_NEW, REFERENCE_CASES, assert_equals_reference, reference_run
 from test_reasoning_server import gen as gen_reasoning
 
-from rio_sglang.launcher import launch
 from rio_sglang.logmarks import EXPERTS_MARK
+from rio_sglang.sglang_server import start_server
 from rio_sglang.tiny import PRESETS, write_tiny_checkpoint
 from rio_sglang.tiny.fp8 import dequantized, quantize_tensors
 from rio_sglang.tiny.writer import write_shards
@@ -82,12 +82,12 @@ def fp8_starts(request, tmp_path_factory):
         if kind == "online":
             ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0)
             twin = quantized_at_load_twin(ckpt, root / "twin")
-            srv = launch(ckpt, extra_args=["--quantization", "fp8"], log_path=root / "server.log",
+            srv = start_server(ckpt, extra_args=["--quantization", "fp8"], log_path=root / "server.log",
                          environ={**os.environ, **ONLINE_ENV})
         else:
             ckpt = write_tiny_checkpoint(root / "ckpt", "tiny", seed=0, fp8=kind)
             twin = dequantized_twin(ckpt, root / "twin")
-            srv = launch(ckpt, log_path=root / "server.log")
+            srv = start_server(ckpt, log_path=root / "server.log")
         return srv, twin
 
     starts = OneAhead(request, start, "fp8_server")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 MODULES = ["rio_sglang", "rio_kernels", "rio_frontend", "rio_sglang.tiny", "rio_sglang.env",
-           "rio_sglang.checkpoint", "rio_sglang.launcher", "rio_sglang.serve",
+           "rio_sglang.checkpoint", "rio_sglang.sglang_server", "rio_sglang.serve",
            "rio_sglang.targets", "rio_sglang.logmarks", "rio_sglang.cpu", "rio_sglang.reasoning",
            "rio_kernels.fused_moe"]
 

@@ -16,7 +16,7 @@ import pytest
 from one_ahead import OneAhead
 
 from launch.memory import RIO_CONFIG
-from rio_sglang import launcher
+from rio_sglang import sglang_server
 from rio_sglang.reasoning.spec import ReasoningSpec
 from rio_sglang.targets import TargetError, read_target, server_args, server_env, target_names
 
@@ -80,10 +80,10 @@ def test_extra_args_come_last_and_win():
 
 def test_cpu_tiny_is_the_measured_cpu_setup():
     target = read_target("cpu-tiny")
-    assert target.args == launcher.CPU_FLAGS  # one setup, not two drifting copies
+    assert target.args == sglang_server.CPU_FLAGS  # one setup, not two drifting copies
     assert target.tiny and target.on_cpu
     env = server_env(target, {})
-    assert env == {**launcher.cpu_env({}), "SGLANG_EXTERNAL_MODEL_PACKAGE": "rio_sglang.models"}
+    assert env == {**sglang_server.cpu_env({}), "SGLANG_EXTERNAL_MODEL_PACKAGE": "rio_sglang.models"}
 
 
 def test_gpu_targets_serve_our_package_and_name_their_gpu():
@@ -166,7 +166,7 @@ def serve_sh_starts(request, tmp_path_factory):
     """`recipe.sh cpu-tiny` starts as this module begins: its start overlaps the tests above."""
     def start(_):
         tmp = tmp_path_factory.mktemp("serve-sh")
-        port = launcher.free_port()
+        port = sglang_server.free_port()
         env = {**os.environ, "RIO_CACHE_DIR": str(tmp / "cache"), "RIO_VENV": sys.prefix,
                "RIO_REASONING_DEFAULT": json.dumps(DEFAULT_SPEC)}
         with (tmp / "serve.log").open("w") as out:
@@ -177,7 +177,7 @@ def serve_sh_starts(request, tmp_path_factory):
         # recipe.sh execs `rio-sglang serve`, which keeps SGLang's output in RIO_CACHE_DIR/logs
         # and stops SGLang's process group when Server.stop sends it SIGTERM.
         log = tmp / "cache" / "logs" / f"server-{port}.log"
-        return (launcher.Server(f"http://127.0.0.1:{port}", proc, log), tmp)
+        return (sglang_server.Server(f"http://127.0.0.1:{port}", proc, log), tmp)
 
     starts = OneAhead(request, start, then=(SERVE_SH,))
     starts.start_first()
@@ -332,7 +332,7 @@ def assert_default_applies(url: str) -> None:
     assert stats["latent_steps"] == 0 and stats["modes"] == "EEEE"
 
 
-# launcher (how it gets the default), default spec, what it must say; each stops before any work
+# how the default is given, default spec, what it must say; each stops before any work
 BAD_DEFAULTS = [
     ("--reasoning-default", '{"mode": "switch", "window": 0}',
      "window: must lie in [1, 16777216], got 0"),

@@ -22,8 +22,8 @@ from hf_reference import (
 )
 from one_ahead import OneAhead
 
-from rio_sglang.launcher import launch
 from rio_sglang.logmarks import SERVING_MARK
+from rio_sglang.sglang_server import start_server
 from rio_sglang.tiny import write_tiny_checkpoint
 
 pytestmark = pytest.mark.server
@@ -43,7 +43,7 @@ def preset_starts(request, tmp_path_factory):
         if preset == "tiny":  # the session server: this same checkpoint (tiny, seed 0) and flags
             return None
         ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp(preset) / "ckpt", preset, seed=0)
-        return launch(ckpt, log_path=tmp_path_factory.mktemp("logs") / f"{preset}.log"), ckpt
+        return start_server(ckpt, log_path=tmp_path_factory.mktemp("logs") / f"{preset}.log"), ckpt
 
     starts = OneAhead(request, start, "preset_server")
     yield starts

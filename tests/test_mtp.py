@@ -30,8 +30,8 @@ from one_ahead import OneAhead
 from test_reasoning_server import gen
 from test_strict_loading import launch_refused, rewrite
 
-from rio_sglang.launcher import NEXTN_CPU_FLAGS, Server, ServerStartError, launch
 from rio_sglang.logmarks import MTP_MARK, SERVING_MARK
+from rio_sglang.sglang_server import NEXTN_CPU_FLAGS, Server, ServerStartError, start_server
 from rio_sglang.tiny import write_tiny_checkpoint
 
 pytestmark = pytest.mark.server
@@ -98,12 +98,12 @@ def nextn_starts(request, tmp_path_factory):
             flags = list(NEXTN_CPU_FLAGS)
             for flag, value in zip(steps[::2], steps[1::2]):
                 flags[flags.index(flag) + 1] = value
-            return (launch(request.getfixturevalue("mtp_ckpt"), extra_args=flags,
+            return (start_server(request.getfixturevalue("mtp_ckpt"), extra_args=flags,
                            log_path=tmp_path_factory.mktemp("logs") / "three-steps.log"),)
         name, flags, expert_layout, _ = LAYOUTS[key]
         ckpt = (request.getfixturevalue("mtp_ckpt") if expert_layout == "per-expert"
                 else solved_checkpoint(tmp_path_factory, expert_layout))
-        return launch(ckpt, extra_args=[*NEXTN_CPU_FLAGS, *flags],
+        return start_server(ckpt, extra_args=[*NEXTN_CPU_FLAGS, *flags],
                       log_path=tmp_path_factory.mktemp("logs") / f"nextn-{name}.log"), ckpt
 
     starts = OneAhead(request, start, "nextn_server", then=(THREE_STEPS,))
@@ -175,7 +175,7 @@ def test_three_draft_steps_keep_greedy_output(mtp_ckpt, nextn_starts):
         assert meta["spec_num_correct_drafts"] >= 1, meta  # the first step is still solved
 
 
-# flags, marks in the log, whether the launcher accepts the server
+# flags, marks in the log, whether start_server accepts the server
 MARK_CASES = [
     ("plain", [], [SERVING_MARK], True),
     ("nextn-our-head", list(NEXTN_CPU_FLAGS), [SERVING_MARK, MTP_MARK], True),

@@ -22,8 +22,8 @@ from one_ahead import OneAhead
 from test_reasoning_server import REF_NEW, REF_PROMPT_SEED, REFERENCE_CASES, reference_run
 from test_reasoning_server import gen as gen_reasoning
 
-from rio_sglang.launcher import launch
 from rio_sglang.logmarks import LAYOUT_MARK, REASONING_MARK
+from rio_sglang.sglang_server import start_server
 from rio_sglang.tiny import write_tiny_checkpoint
 
 pytestmark = pytest.mark.server
@@ -71,12 +71,12 @@ def parallel_starts(request, tmp_path_factory):
 
             root = tmp_path_factory.mktemp("dummy")
             ckpt = write_config_only(root / "cfg", "tiny")
-            return (launch(ckpt, extra_args=["--tp-size", "2", "--load-format", "dummy"],
+            return (start_server(ckpt, extra_args=["--tp-size", "2", "--load-format", "dummy"],
                            log_path=root / "dummy.log"),)
         name, preset, flags, expert_layout, *_ = ROWS[key]
         ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp(name) / "ckpt", preset, seed=0,
                                      expert_layout=expert_layout)
-        return launch(ckpt, extra_args=flags,
+        return start_server(ckpt, extra_args=flags,
                       log_path=tmp_path_factory.mktemp("logs") / f"{name}.log"), ckpt
 
     starts = OneAhead(request, start, "parallel_server", then=(DUMMY,))

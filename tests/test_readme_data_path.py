@@ -61,10 +61,10 @@ def test_each_hop_exists(cited_file, name):
 # made-up hops the check must reject: file, name
 MADE_UP = [
     ("models/qwen3_5_moe.py", "forward"),
-    ("step.py", "end"),
+    ("sampler.py", "end"),
     ("runtime/hooks.py", "_patch_radix_cache"),
     ("rio_sglang/nowhere.py", "launch"),
-    ("step.py", "ReasoningRuntime.no_such_method"),
+    ("sampler.py", "ReasoningRuntime.no_such_method"),
 ]
 
 

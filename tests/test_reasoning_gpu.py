@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_reasoning_server import NO_MATH, gen, ids_prompt
 
-from rio_sglang.launcher import launch
+from rio_sglang.sglang_server import start_server
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 GPU_FLAGS = ["--dtype", "bfloat16", "--mem-fraction-static", "0.3", "--decode-log-interval", "1",
@@ -25,7 +25,7 @@ JOBS = [(ids_prompt(6, 60), None), (ids_prompt(5, 61), {"mode": "latent", **NO_M
 
 
 def answers(tiny_ckpt, log_path, extra=()):
-    srv = launch(tiny_ckpt, cpu=False, extra_args=[*GPU_FLAGS, *extra], log_path=log_path)
+    srv = start_server(tiny_ckpt, cpu=False, extra_args=[*GPU_FLAGS, *extra], log_path=log_path)
     try:
         srv.wait_ready(timeout=900)
         with ThreadPoolExecutor(len(JOBS)) as pool:

@@ -202,7 +202,7 @@ def test_every_accepted_spec_is_held_by_the_device_state(one_thread) -> None:
                                                  rng.randrange(1, 4096))))
         accepted += len(specs)
         try:
-            step.admit(list(specs), [s for s, _ in specs.values()],
+            step.reset(list(specs), [s for s, _ in specs.values()],
                        [n for _, n in specs.values()])
         except Exception as e:  # noqa: BLE001 (any error here is the failure this test is for)
             big = [s for s, _ in specs.values()
@@ -231,7 +231,7 @@ def test_random_runs_step_like_the_reference(one_thread) -> None:
             tally["refused"] += spec is None
             if spec is not None:
                 specs[slot] = (spec, draw_max_new(rng))
-        step.admit(list(specs), [s for s, _ in specs.values()], [n for _, n in specs.values()])
+        step.reset(list(specs), [s for s, _ in specs.values()], [n for _, n in specs.values()])
         _run_round(step, specs, rng, gen, weight, tally)
     runs = tally["runs"]
     controlled = tally["with max_switches"]
@@ -304,7 +304,7 @@ def _run_round(step: DeviceStep, specs: dict[int, tuple[ReasoningSpec, int]],
                 spent.add(slot)
                 live.append(slot)
     for slot, (spec, _) in specs.items():
-        got = step.finish(slot)
+        got = step.read_final(slot)
         assert got.pop("modes") == modes[slot], (SEED, slot, spec)
         assert got == refs[slot].stats, (SEED, slot, spec)
         s = refs[slot].stats

@@ -92,7 +92,7 @@ def run_state(model, spec: ReasoningSpec, max_new_tokens: int):
     embed = model.get_input_embeddings()
     step = DeviceStep(3, TOKENS, V, embed.weight, 0, V,
                       embed.weight[DeviceStep.special_rows(TOKENS)])
-    step.admit([1], [spec], [max_new_tokens])
+    step.reset([1], [spec], [max_new_tokens])
     rows, slots = torch.tensor([0]), torch.tensor([1])
     out, toks = model(input_ids=PROMPT, use_cache=True), []
     for _ in range(max_new_tokens):
@@ -106,7 +106,7 @@ def run_state(model, spec: ReasoningSpec, max_new_tokens: int):
         soft = bool(step.tables.use[1])
         embeds = (step.tables.pending[1:2] if soft else embed(tokens))[:, None]  # [1, 1, H]
         out = model(inputs_embeds=embeds, past_key_values=out.past_key_values, use_cache=True)
-    stats = step.finish(1)
+    stats = step.read_final(1)
     modes = ["latent" if m == "L" else "explicit" for m in stats.pop("modes")]
     return toks, modes, ReasoningStats(**stats)
 

@@ -14,8 +14,8 @@ import torch
 from hf_reference import assert_margins, hf_model, top2_margins, transitions
 from one_ahead import OneAhead
 
-from rio_sglang.launcher import launch
 from rio_sglang.reasoning import ReasoningSpec, generate_reference, resolve_tokens
+from rio_sglang.sglang_server import start_server
 
 pytestmark = pytest.mark.server
 NEW = 10
@@ -211,7 +211,7 @@ CHUNKED = "test_chunked_prefill_steps_once_the_prompt_is_complete"
 def chunked_starts(request, tiny_ckpt, tmp_path_factory):
     """The chunked server starts as this module begins: its start overlaps the tests above."""
     def start(_):
-        return (launch(tiny_ckpt, extra_args=["--chunked-prefill-size", "4"],
+        return (start_server(tiny_ckpt, extra_args=["--chunked-prefill-size", "4"],
                        log_path=tmp_path_factory.mktemp("logs") / "chunked.log"),)
 
     starts = OneAhead(request, start, then=(CHUNKED,))

@@ -59,7 +59,7 @@ def run_kernel(spec: ReasoningSpec, entropies: list[float], sampled: list[int] |
     `pending` row where `use` holds, else the emitted token's own row."""
     sampled = sampled or [X] * len(entropies)
     step = DeviceStep(4, TOKENS, V, WEIGHT, 0, V, WEIGHT[DeviceStep.special_rows(TOKENS)])
-    step.admit([2], [spec], [max_new_tokens])
+    step.reset([2], [spec], [max_new_tokens])
     rows, slots = torch.tensor([1]), torch.tensor([2])
     run = Run("", [], [], {}, [], [])
     for h, s in zip(entropies, sampled):
@@ -72,7 +72,7 @@ def run_kernel(spec: ReasoningSpec, entropies: list[float], sampled: list[int] |
         soft = bool(step.tables.use[2])
         run.embeds.append(step.tables.pending[2].clone() if soft else WEIGHT[run.tokens[-1]])
         run.recorded.append(int(row_out[0, 0]))
-    finished = step.finish(2)
+    finished = step.read_final(2)
     modes = finished.pop("modes")
     assert modes == "".join(k for k, r in zip(run.kinds, run.recorded) if r >= 0)
     run.stats = finished
@@ -210,7 +210,7 @@ def test_embeddings_follow_the_blend_formulas(driver) -> None:
 
 def test_release_returns_a_slot_to_explicit_decoding() -> None:
     step = DeviceStep(2, TOKENS, V, WEIGHT, 0, V, WEIGHT[DeviceStep.special_rows(TOKENS)])
-    step.admit([1], [ReasoningSpec(mode=LAT)], [8])
+    step.reset([1], [ReasoningSpec(mode=LAT)], [8])
     step.release([1])
     assert not bool(step.soft_input(torch.tensor([1]))[0])
     tokens = torch.tensor([X])

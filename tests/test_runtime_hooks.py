@@ -10,7 +10,7 @@ import pytest
 from rio_sglang.reasoning.spec import ReasoningSpec
 from rio_sglang.runtime import hooks, validate
 from rio_sglang.runtime.record import Record, admit, record_of
-from rio_sglang.runtime.step import ReasoningRuntime
+from rio_sglang.runtime.sampler import ReasoningRuntime
 
 V, CONTEXT = 512, 4096
 
@@ -84,7 +84,7 @@ class FakeStep:
     def __init__(self):
         self.finished: list[int] = []
 
-    def finish(self, slot: int) -> dict:
+    def read_final(self, slot: int) -> dict:
         self.finished.append(slot)
         return {"latent_steps": 1, "modes": "L"}
 
@@ -102,7 +102,7 @@ def test_slot_bookkeeping(claims, expected):
     last = records[last_rid]
     if last.latent:
         assert last.slot == last_slot
-        assert last.finish(4)["latent_steps"] == 1 and runtime.step.finished == [last_slot]
+        assert last.finish(4)["latent_steps"] == 1 and runtime.device.finished == [last_slot]
     assert last_slot not in runtime.holders
 
 
@@ -136,7 +136,7 @@ def test_a_request_that_leaves_holds_no_slot(how, spec, released):
         req.finished_reason = FINISH_LENGTH(2)
         info = output.ReasoningOutputStreamer.build_additional_customized_info(None, [req])
         assert info[output.STATS_KEY][0][0]["spec"]["mode"] == spec["mode"]
-        assert runtime.step.finished == ([3] if record.latent else [])
+        assert runtime.device.finished == ([3] if record.latent else [])
     assert runtime.holders == {} and record.slot is None
     assert runtime.claim(Record("r2", None, False), 5) == (False, released)
     assert runtime.stale == []

@@ -98,7 +98,7 @@ def test_the_observer_is_handed_only_the_sampling_info():
     from sglang.srt.sampling.sampling_batch_info import SamplingBatchInfo
     from sglang.srt.sampling.sampling_observer import SamplingObserver
 
-    from rio_sglang.runtime.step import ROWS_ATTR, ReasoningObserver
+    from rio_sglang.runtime.sampler import ROWS_ATTR, ReasoningObserver
 
     for name in ("is_active", "before_grammar", "after_sample"):
         theirs = getattr(SamplingObserver, name)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rio_sglang.launcher import ServerStartError, launch
+from rio_sglang.sglang_server import ServerStartError, start_server
 from rio_sglang.tiny import write_tiny_checkpoint
 from rio_sglang.tiny.writer import write_shards
 
@@ -66,7 +66,7 @@ def launch_refused(pristine, tmp_path_factory, cases, **launch_args) -> dict:
     for edit, _ in cases:
         root = tmp_path_factory.mktemp(edit.__name__)
         rewrite(pristine, root / "ckpt", edit)
-        servers[edit.__name__] = launch(root / "ckpt", log_path=root / "server.log",
+        servers[edit.__name__] = start_server(root / "ckpt", log_path=root / "server.log",
                                         **launch_args)
     return servers
 

@@ -71,7 +71,7 @@ def build(B: int, mix: str, table: torch.Tensor, v_start: int, v_len: int, devic
     step = DeviceStep(SLOTS, TOKENS, V, table, v_start, v_len, special)
     slots = list(range(B))
     latent = [mix == "latent" or (mix == "half" and i % 2 == 0) for i in slots]
-    step.admit(slots, [spec_of(lat) for lat in latent], [1 << 20] * B)
+    step.reset(slots, [spec_of(lat) for lat in latent], [1 << 20] * B)
     ints = step.state.ints
     ints[:B, INT_COL["step"]] = 5
     ints[:B, INT_COL["explicit"]] = torch.tensor([0 if lat else 1 for lat in latent],

@@ -1,6 +1,6 @@
 """The fused SwiReasoning step: three Triton launches over the stepping rows of a batch.
 
-Called by `rio_sglang.runtime.step` around SGLang's sampler; its plain-torch twin is the
+Called by `rio_sglang.runtime.sampler` around SGLang's sampler; its plain-torch twin is the
 single-request `rio_sglang.reasoning.reference.swir_step` (test_swir_step.py compares them).
 1. `row_stats` (before sampling): split-V pass over the raw logits -> per (row, chunk) max,
    sum e^(z-max), sum e^(z-max)(z-max); no [B, V] probability tensor. The last program of a

@@ -67,7 +67,7 @@ def test_logits_passes_match_ref(kind, B, dtype, shard):
     weight = WEIGHT.to(dtype)
     step = device_step(weight, slots=B + 3, v_start=shard[0], v_len=shard[1])
     slots = list(range(3, 3 + B))
-    step.admit(slots, [ReasoningSpec(mode=LAT)] * B, [8] * B)  # fresh latent: every row mixes
+    step.reset(slots, [ReasoningSpec(mode=LAT)] * B, [8] * B)  # fresh latent: every row mixes
     rows = torch.arange(B - 1, -1, -1)  # the batch rows in reverse: rows and slots differ
     pre = step.pre(logits, rows, torch.tensor(slots))
     top = pre.m.max(1, keepdim=True).values  # [B, 1]
@@ -88,7 +88,7 @@ def test_mixture_shards_sum_to_the_whole_table():
     parts = []
     for v_start, v_len in ((0, 300), (300, V - 300)):
         step = device_step(WEIGHT, v_start=v_start, v_len=v_len)
-        step.admit([0, 1, 2, 3], [ReasoningSpec(mode=LAT)] * 4, [8] * 4)
+        step.reset([0, 1, 2, 3], [ReasoningSpec(mode=LAT)] * 4, [8] * 4)
         parts.append(step.pre(logits, torch.arange(4), torch.arange(4)).partials.sum(0))
     torch.testing.assert_close(parts[0] + parts[1], full, atol=1e-4, rtol=1e-4)
 
@@ -97,7 +97,7 @@ def test_no_soft_rows_read_no_table():
     """Rows locked explicit (a sampled `</think>`) or explicit requests: every mixture program
     exits before writing, and the step never reads a partial (they stay NaN)."""
     step = device_step(WEIGHT)
-    step.admit([1, 2], [ReasoningSpec(mode=S), ReasoningSpec(mode=LAT)], [8, 8])
+    step.reset([1, 2], [ReasoningSpec(mode=S), ReasoningSpec(mode=LAT)], [8, 8])
     logits = logits_case("plain", 2, seed=3)
     first = step.pre(logits, torch.arange(2), torch.tensor([1, 2]))
     step.post(first, torch.tensor([END, END]))  # both sample `</think>`: locked explicit
@@ -128,7 +128,7 @@ def test_mixed_batch_equals_single_request_reference(dtype, seed):
     weight = WEIGHT.to(dtype)
     max_new = {slot: 24 + slot for slot in SPECS}
     step = device_step(weight)
-    step.admit(list(SPECS), list(SPECS.values()), list(max_new.values()))
+    step.reset(list(SPECS), list(SPECS.values()), list(max_new.values()))
     refs = {slot: SlotState() for slot in SPECS}
     live, seen_latent, seen_explicit_soft = set(SPECS), 0, 0
     for _ in range(40):
@@ -161,7 +161,7 @@ def test_mixed_batch_equals_single_request_reference(dtype, seed):
             if ref.finished:
                 live.discard(slot)
     for slot in SPECS:
-        got = step.finish(slot)
+        got = step.read_final(slot)
         assert {k: v for k, v in got.items() if k != "modes"} == refs[slot].stats, slot
     assert seen_latent > 10 and seen_explicit_soft > 0  # latent and `to_explicit` blends ran
     assert any(r.stats["injected_termination"] or r.stats["forced_think_end"]
@@ -175,7 +175,7 @@ def test_history_and_relay_publish_on_another_stage():
     last, first = device_step(WEIGHT), device_step(WEIGHT)
     spec = ReasoningSpec(mode=S, window=1)
     for st in (last, first):
-        st.admit([2], [spec], [16])
+        st.reset([2], [spec], [16])
     gen = torch.Generator().manual_seed(5)
     for _ in range(6):
         logits = torch.randn(1, V, generator=gen) * float(torch.rand(1, generator=gen) * 4)
@@ -184,7 +184,7 @@ def test_history_and_relay_publish_on_another_stage():
         first.publish(last.relay(torch.tensor([2]), row_out))
         assert torch.equal(first.tables.pending[2], last.tables.pending[2])
         assert first.tables.use[2] == last.tables.use[2]
-    assert first.finish(2) == last.finish(2)
+    assert first.read_final(2) == last.read_final(2)
 
 
 @pytest.mark.gpu
@@ -193,7 +193,7 @@ def test_gpu_bf16_step_has_no_host_sync_and_captures():
     `set_sync_debug_mode("error")`, then captured in a CUDA graph and replayed."""
     weight = WEIGHT.cuda().bfloat16()
     step = device_step(weight)
-    step.admit([1, 2, 3], [ReasoningSpec(mode=LAT), ReasoningSpec(mode=S, window=1),
+    step.reset([1, 2, 3], [ReasoningSpec(mode=LAT), ReasoningSpec(mode=S, window=1),
                            ReasoningSpec(mode=LAT, soft_topk=4)], [16] * 3)
     logits = logits_case("plain", 3, seed=7).cuda()
     rows, slots = torch.arange(3, device="cuda"), torch.tensor([1, 2, 3], device="cuda")
@@ -232,7 +232,7 @@ def test_gpu_rio_shard_mixture_is_deterministic():
     logits = torch.randn(B, 8 * v, device="cuda", generator=g) * 4
     special = table[:3]
     step = DeviceStep(B, TOKENS, 8 * v, table, 0, v, special)
-    step.admit(list(range(B)), [ReasoningSpec(mode=LAT)] * B, [8] * B)
+    step.reset(list(range(B)), [ReasoningSpec(mode=LAT)] * B, [8] * B)
     rows = torch.arange(B, device="cuda")
     a = launch.pre_sample(logits, rows, rows, step.tables, table, 0, v, 8 * v)
     b = launch.pre_sample(logits, rows, rows, step.tables, table, 0, v, 8 * v)
@@ -248,10 +248,10 @@ def test_a_relay_landing_after_release_feeds_no_later_request():
     that request finished there; its slot's next request (explicit) must embed its tokens."""
     last, first = device_step(WEIGHT), device_step(WEIGHT)
     for st in (last, first):
-        st.admit([2], [ReasoningSpec(mode=LAT)], [16])
+        st.reset([2], [ReasoningSpec(mode=LAT)], [16])
     pre = last.pre(logits_case("plain", 1, seed=9), torch.tensor([0]), torch.tensor([2]))
     relay = last.relay(torch.tensor([2]), last.post(pre, torch.tensor([X])))
     assert bool(last.soft_input(torch.tensor([2]))[0])  # a latent step: soft next input
-    first.finish(2)  # the request ended on the first stage...
+    first.read_final(2)  # the request ended on the first stage...
     first.publish(relay)  # ...before its last relay arrived
     assert not bool(first.soft_input(torch.tensor([2]))[0])

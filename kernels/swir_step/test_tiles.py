@@ -67,7 +67,7 @@ def test_split_mixture_tickets_sum_in_order_and_reset(B, tiles, shard, row_block
     logits = logits_case("plain", B, seed=B + 11)
     v_start, v_len = shard
     step = device_step(WEIGHT, slots=B + 1, v_start=v_start, v_len=v_len)
-    step.admit(list(range(1, B + 1)), [ReasoningSpec(mode=LAT)] * B, [8] * B)
+    step.reset(list(range(1, B + 1)), [ReasoningSpec(mode=LAT)] * B, [8] * B)
     rows, slots = torch.arange(B), torch.arange(1, B + 1)
     args = (logits, rows, slots, step.tables, step.table, v_start, v_len, V)
     mt = launch.MixTiles(*tiles)
@@ -107,7 +107,7 @@ def test_logits_copy_gives_the_same_bits(monkeypatch, kind, B, dtype, shard, mod
     for copy in (False, True):
         monkeypatch.setattr(launch, "COPY_LOGITS", copy)
         step = device_step(weight, slots=B + 1, v_start=v_start, v_len=v_len)
-        step.admit(list(range(1, B + 1)), [ReasoningSpec(mode=modes[i % len(modes)])
+        step.reset(list(range(1, B + 1)), [ReasoningSpec(mode=modes[i % len(modes)])
                                            for i in range(B)], [8] * B)
         rows = torch.arange(B - 1, -1, -1)  # rows and slots differ
         outs.append(launch.pre_sample(logits, rows, torch.arange(1, B + 1), step.tables,
@@ -149,7 +149,7 @@ def test_gpu_step_opt_ins_give_the_same_bits(monkeypatch, flag):
     def two_steps(on: bool, graphed: bool):
         monkeypatch.setattr(launch, flag, on)
         step = DeviceStep(B, TOKENS, 8 * v, table, 0, v, table[:3])
-        step.admit(list(range(B)), specs, [8] * B)
+        step.reset(list(range(B)), specs, [8] * B)
         rows, tokens = torch.arange(B, device="cuda"), torch.full((B,), X, device="cuda")
 
         def once():

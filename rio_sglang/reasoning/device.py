@@ -1,7 +1,7 @@
 """One rank's SwiReasoning step on the device: the per-slot state, what it publishes for the next
 decode step, and the embedding rows it mixes (this rank's vocab shard). SGLang-free.
 
-`runtime/step.py` calls `pre` where SGLang hands over the raw logits and `post` with the
+`runtime/sampler.py` calls `pre` where SGLang hands over the raw logits and `post` with the
 sampled tokens; both only launch kernels (`rio_kernels.swir_step`), never wait on the device.
 """
 
@@ -68,7 +68,7 @@ class DeviceStep:
                  "tickets": t.tickets}
         return {name: x.numel() * x.element_size() for name, x in named.items()}
 
-    def admit(self, slots: Sequence[int], specs: Sequence[ReasoningSpec],
+    def reset(self, slots: Sequence[int], specs: Sequence[ReasoningSpec],
               max_new_tokens: Sequence[int]) -> None:
         """New latent / switch requests, before their first forward (host side, once each)."""
         self.state.reset_slots(slots, specs, max_new_tokens)
@@ -119,7 +119,7 @@ class DeviceStep:
         rows_e = self.table[local.clamp(0, self.v_len - 1)].float()  # [R, kmax, H]
         return torch.einsum("rk,rkh->rh", torch.where(mine, vals, 0.0), rows_e)
 
-    def finish(self, slot: int) -> dict:
+    def read_final(self, slot: int) -> dict:
         """A finished request's statistics and per-step modes (one host copy); slot released."""
         values = self.tables.stats[slot].tolist()
         row = self.tables.history[slot].tolist()

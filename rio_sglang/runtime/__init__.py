@@ -1,5 +1,5 @@
 """SwiReasoning inside SGLang: request plumbing (hooks.py, record.py), the model attachment
-(attach.py) and the per-step device work (step.py).
+(attach.py) and the per-step device work around SGLang's sampler (sampler.py).
 
 `plugin_entry` is an `sglang.srt.plugins` entry point that SGLang runs in every process of any
 server in this virtualenv: it installs the hooks only where SwiReasoning is asked for

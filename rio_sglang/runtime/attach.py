@@ -19,7 +19,7 @@ import logging
 from rio_sglang.logmarks import REASONING_MARK
 from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.tokens import ReasoningTokens, family_tokens
-from rio_sglang.runtime.step import ReasoningRuntime
+from rio_sglang.runtime.sampler import ReasoningRuntime
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,14 @@ def attach(model, num_slots: int, tokens: ReasoningTokens, pp_size: int, tp_size
     else:
         table, v_start, v_len, special = shard_rows(embed, tokens, all_reduce)
     vocab = model.config.vocab_size
-    step = DeviceStep(num_slots, tokens, vocab, table, v_start, v_len, special, all_reduce)
-    runtime = ReasoningRuntime(step, relay_to_first_stage=pp_size > 1)
+    device = DeviceStep(num_slots, tokens, vocab, table, v_start, v_len, special, all_reduce)
+    runtime = ReasoningRuntime(device, relay_to_first_stage=pp_size > 1)
     _tap_forward(model, runtime)
     if not _is_missing(embed):
         embed.register_forward_hook(lambda module, args, out: runtime.override_embeds(out))
     copy = getattr(source, "embed", None)
     copy_bytes = 0 if copy is None else copy.numel() * copy.element_size()
-    buffers = step.buffer_bytes()
+    buffers = device.buffer_bytes()
     log.warning(
         "%s: %s, %d slots; mixture rows: vocab [%d, %d) of %d, %s; reasoning buffers %.2f MiB "
         "(%s)", REASONING_MARK, type(model).__name__, num_slots, v_start, v_start + v_len, vocab,

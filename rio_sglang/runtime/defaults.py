@@ -50,7 +50,7 @@ def check_default(text: str | None, server_argv=(), source: str = ENV_NAME) -> R
 
 @functools.cache
 def default_spec() -> ReasoningSpec | None:
-    """This process's default (read once: SGLang's processes inherit the launcher's env)."""
+    """This process's default (read once: SGLang's processes inherit `rio-sglang serve`'s env)."""
     return parse_default(env.reasoning_default())
 
 

@@ -13,8 +13,8 @@ A request's path, scheduler side:
    400 naming the field);
 2. `ForwardBatch.init_new`, after: the first batch that holds it parses its spec once more, into
    its `record.py::Record` (on SGLang's `Req`); a new latent / switch record gets its slot reset
-   (`step.py::ReasoningRuntime.claim`), and the sampling info names the stepping rows;
-3. the model's forward and the sampler (`attach.py`, `step.py`) step it on the device;
+   (`sampler.py::ReasoningRuntime.claim`), and the sampling info names the stepping rows;
+3. the model's forward and the sampler (`attach.py`, `sampler.py`) step it on the device;
 4. `Scheduler.get_output_streamer_class`, after: `output.py::ReasoningOutputStreamer` reads a
    finished record's statistics once and frees its slot; `Scheduler._release_aborted_request`,
    after: an aborted record's slot is released.
@@ -22,7 +22,7 @@ A request's path, scheduler side:
 target (`sglang.srt...`), hook type: why (no official route unless said)
 - `ModelRunner._init_post_memory_pool_components`, after: the runtime is attached to the model
   once the slot pool exists, before CUDA graphs (`attach.py`), and the runner samples through
-  SGLang's sampling observer (its documented route; step.py).
+  SGLang's sampling observer (its documented route; sampler.py).
 - `ForwardBatch.init_new` (a classmethod), after: step 2.
 - `Scheduler.get_output_streamer_class`, after: step 4 (SGLang's route for customized output:
   a streamer subclass).
@@ -43,7 +43,7 @@ Not through the registry, and why (guard: tests/test_sglang_seams.py, named test
   process only): pydantic compiles them into each model's schema; they are re-wrapped in
   `__pydantic_decorators__` and the models rebuilt, no attribute to hook
   (`test_openai_model_validators_are_where_we_rewrap_them`).
-- `SamplingBatchInfo.rio_reasoning_rows` (`step.py::ROWS_ATTR`), an attribute set by
+- `SamplingBatchInfo.rio_reasoning_rows` (`sampler.py::ROWS_ATTR`), an attribute set by
   `init_new`: SGLang's sampling observer is handed only the batch's sampling info, so the
   stepping rows travel on it (`test_the_observer_is_handed_only_the_sampling_info`).
 - `Req.rio_reasoning` (`record.py::RECORD_ATTR`): the record lives and dies with its request.
@@ -72,7 +72,7 @@ def after_memory_pool(result, self):
     from sglang.srt.runtime_context import get_parallel
 
     from rio_sglang.runtime.attach import attach, served_tokens
-    from rio_sglang.runtime.step import RUNTIME_ATTR, ReasoningObserver
+    from rio_sglang.runtime.sampler import RUNTIME_ATTR, ReasoningObserver
 
     if getattr(self, "is_draft_worker", False) or not self.supports_sampling_observer():
         return
@@ -99,7 +99,7 @@ def _steps(req, decode: bool) -> bool:
 
 def init_new(fb, cls, batch, model_runner, **kwargs):
     """After `ForwardBatch.init_new`: records, slots admitted / released, the stepping rows."""
-    from rio_sglang.runtime.step import ROWS_ATTR, RUNTIME_ATTR
+    from rio_sglang.runtime.sampler import ROWS_ATTR, RUNTIME_ATTR
 
     runtime = getattr(model_runner, RUNTIME_ATTR, None)
     records = [admit(req, runtime) for req in batch.reqs]
@@ -121,7 +121,7 @@ def init_new(fb, cls, batch, model_runner, **kwargs):
     if release:
         runtime.release(release)
     if slots:
-        runtime.admit(slots, specs, max_new)
+        runtime.reset(slots, specs, max_new)
     if index and fb.sampling_info is not None:
         setattr(fb.sampling_info, ROWS_ATTR, runtime.rows(index, rows))
     return fb

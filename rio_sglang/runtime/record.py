@@ -2,7 +2,7 @@
 
 `hooks.py::init_new` builds a `Record` the first time a request is in a batch (`admit`) and
 hangs it on SGLang's `Req` (`RECORD_ATTR`), so that it lives and dies with the request; the
-rank's `ReasoningRuntime` (`step.py`, held by the model runner) owns the slot a latent / switch
+rank's `ReasoningRuntime` (`sampler.py`, held by the model runner) owns the slot a latent / switch
 record holds and releases it when the record finishes or is aborted. No SGLang import.
 """
 
@@ -15,7 +15,7 @@ from rio_sglang.reasoning.spec import HISTORY, ReasoningSpec, ReasoningStats
 from rio_sglang.runtime import defaults
 
 if TYPE_CHECKING:
-    from rio_sglang.runtime.step import ReasoningRuntime
+    from rio_sglang.runtime.sampler import ReasoningRuntime
 
 RECORD_ATTR = "rio_reasoning"  # on SGLang's scheduler-side `Req`: its `Record`
 
@@ -43,7 +43,7 @@ class Record:
         applied and where it came from."""
         if self.stats is None:
             if self.runtime is not None and self.slot is not None:
-                stats = self.runtime.finish(self)
+                stats = self.runtime.final_stats(self)
             else:  # explicit, or no reasoning step on this server
                 explicit = ReasoningStats(0, output_len, 0, False, False, False).to_json()
                 stats = {**explicit, "modes": "E" * min(output_len, HISTORY)}

@@ -183,7 +183,7 @@ def server_command(model_path, *, port: int, cpu: bool = True, extra_args=(),
     return argv, e
 
 
-def launch(model_path, *, port: int | None = None, cpu: bool = True, extra_args=(),
+def start_server(model_path, *, port: int | None = None, cpu: bool = True, extra_args=(),
            log_path=None, environ: dict | None = None, stock: bool = False) -> Server:
     """Start `server_command(...)` (a free port unless `port`); see `start`."""
     port = port or free_port()

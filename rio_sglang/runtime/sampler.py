@@ -15,7 +15,7 @@ by the forward-batch hook); the device work is `reasoning/device.py::DeviceStep`
   its statistics. The model's forward reads them when it embeds the next decode step
   (`override_embeds`: a gather and a select indexed by the batch's request slots, the only
   reasoning work inside a captured CUDA graph); a finished request's response reads its
-  statistics (`finish`).
+  statistics (`final_stats`).
 
 Under pipeline parallelism the step runs on the last stage, which holds the logits; SGLang
 carries the relay ([R, H] next inputs, flags, statistics) to the first stage with the sampled
@@ -72,8 +72,8 @@ class ReasoningRuntime:
     """One rank's reasoning step (`DeviceStep`), the slots its latent / switch records hold,
     and what SGLang's flow needs around it. The model runner holds it (`RUNTIME_ATTR`)."""
 
-    def __init__(self, step: DeviceStep, relay_to_first_stage: bool):
-        self.step = step
+    def __init__(self, device: DeviceStep, relay_to_first_stage: bool):
+        self.device = device
         self.relay_to_first_stage = relay_to_first_stage
         self.holders: dict[int, Record] = {}  # slot -> the record whose state it holds
         self.stale: list[int] = []  # slots of aborted records, released before the next admits
@@ -103,13 +103,13 @@ class ReasoningRuntime:
         self.holders[slot] = record
         return True, release
 
-    def finish(self, record: Record) -> dict:
+    def final_stats(self, record: Record) -> dict:
         """A finished record's statistics and per-step modes (one host copy); slot released."""
         slot, record.slot = record.slot, None
         if self.holders.get(slot) is not record:
             return ReasoningStats().to_json() | {"modes": ""}  # its slot went to another
         del self.holders[slot]
-        return self.step.finish(slot)
+        return self.device.read_final(slot)
 
     def abort(self, record: Record) -> None:
         """An aborted record's slot is released before the next batch's admissions (in stream
@@ -125,18 +125,18 @@ class ReasoningRuntime:
         key = (tuple(index), tuple(slots))
         if self._rows_key != key:
             pair = torch.tensor([index, slots], dtype=torch.long)
-            device = self.step.table.device
+            device = self.device.table.device
             if device.type == "cuda":
                 pair = pair.pin_memory()
             pair = pair.to(device, non_blocking=True)
             self._rows, self._rows_key = Rows(pair[0], pair[1]), key
         return self._rows
 
-    def admit(self, slots, specs, max_new_tokens) -> None:
-        self.step.admit(slots, specs, max_new_tokens)
+    def reset(self, slots, specs, max_new_tokens) -> None:
+        self.device.reset(slots, specs, max_new_tokens)
 
     def release(self, slots) -> None:
-        self.step.release(slots)
+        self.device.release(slots)
 
     def override_embeds(self, embeds: torch.Tensor) -> torch.Tensor:
         """embeds: [B, H] a decode step's input embeddings -> the same, where a slot's next
@@ -146,21 +146,21 @@ class ReasoningRuntime:
         if batch is None or not batch.forward_mode.is_decode() or embeds.dim() != 2:
             return embeds
         slots = batch.req_pool_indices.long()[: embeds.shape[0]]  # [B]
-        use = self.step.soft_input(slots)[:, None]  # [B, 1]
-        pending = self.step.tables.pending.index_select(0, slots).to(embeds.dtype)
+        use = self.device.soft_input(slots)[:, None]  # [B, 1]
+        pending = self.device.tables.pending.index_select(0, slots).to(embeds.dtype)
         return torch.where(use, pending, embeds)
 
     def before_sample(self, rows: Rows, logits: torch.Tensor) -> PreSample:
         """logits: [B, V'] the batch's raw logits (V' may be padded)."""
-        return self.step.pre(logits, rows.index, rows.slots)
+        return self.device.pre(logits, rows.index, rows.slots)
 
     def after_sample(self, pre: PreSample, sampled: torch.Tensor) -> Relay:
         """sampled: [B] the batch's tokens, rewritten in place for the stepping rows."""
-        row_out = self.step.post(pre, sampled)
-        return Relay(self.step.relay(pre.slots, row_out) if self.relay_to_first_stage else None)
+        row_out = self.device.post(pre, sampled)
+        return Relay(self.device.relay(pre.slots, row_out) if self.relay_to_first_stage else None)
 
     def publish(self, relay: Relay) -> None:
-        self.step.publish(relay.tensors)
+        self.device.publish(relay.tensors)
 
 
 class ReasoningObserver:

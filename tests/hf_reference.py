@@ -129,3 +129,33 @@ def transitions(modes: str, stats) -> set[str]:
     flags = {"convergence": stats.injected_convergence, "termination": stats.injected_termination,
              "budget": stats.forced_think_end}
     return seen | {k for k, v in flags.items() if v}
+
+
+def reasoning_reference(ckpt: str, prompt: list[int], spec: str, new: int):
+    """`reference.py` driven by transformers on `prompt` (spec: its JSON text), with the
+    checkpoint tokenizer's ids and its family's convergence text: (result, modes "L"/"E", the
+    last position's logits [V] per emitted step). It runs in fp32: latent inputs carry rounding
+    from step to step, and an fp16 transformers run drifts from both (the fp16 server matches
+    the fp32 reference). Asserts the top-2 margin of every step the model decided (injected
+    tokens, convergence, termination and budgets, are not its argmax)."""
+    import json
+
+    import transformers
+
+    from rio_sglang.reasoning import ReasoningSpec, generate_reference
+    from rio_sglang.reasoning.tokens import family_tokens
+
+    tokens = family_tokens(transformers.AutoTokenizer.from_pretrained(ckpt),
+                           transformers.AutoConfig.from_pretrained(ckpt).model_type)
+    model = hf_model(ckpt, torch.float32)
+    last = []  # per model call: its last position's logits [V], the step's scores
+    hook = model.register_forward_hook(lambda _m, _a, out: last.append(out.logits[0, -1]))
+    try:
+        ref = generate_reference(model, tokens, torch.tensor([prompt]),
+                                 ReasoningSpec.from_json(json.loads(spec)), new)
+    finally:
+        hook.remove()
+    last = last[:len(ref.tokens)]
+    assert_margins(top2_margins(last), f"{ckpt} reference, prompt {prompt}, spec {spec}",
+                   decided=[int(z.argmax()) == tok for z, tok in zip(last, ref.tokens)])
+    return ref, "".join(m[0].upper() for m in ref.modes), last

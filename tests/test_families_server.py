@@ -15,14 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from hf_reference import (
-    assert_margins,
-    chat_ids,
-    hf_greedy,
-    hf_model,
-    top2_margins,
-    transitions,
-)
+from hf_reference import chat_ids, hf_greedy, reasoning_reference, transitions
 from one_ahead import OneAhead
 
 from rio_sglang.logmarks import PLUGIN_MARK, REASONING_MARK, SERVING_MARK
@@ -152,28 +145,9 @@ def entropy_gaps(logits: list, modes: str) -> list[float]:
 
 @functools.cache
 def family_reference(ckpt: str, spec: str, prompt: tuple[int, ...], new: int):
-    """`reference.py` driven by transformers (fp32) on the family's checkpoint, with the served
-    tokenizer's ids and the family's convergence text: (tokens, modes "L"/"E", stats)."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer
-
-    from rio_sglang.reasoning import ReasoningSpec, generate_reference
-    from rio_sglang.reasoning.tokens import family_tokens
-
-    tokens = family_tokens(AutoTokenizer.from_pretrained(ckpt),
-                           AutoConfig.from_pretrained(ckpt).model_type)
-    model = hf_model(ckpt, torch.float32)
-    last = []
-    hook = model.register_forward_hook(lambda _m, _a, out: last.append(out.logits[0, -1]))
-    try:
-        ref = generate_reference(model, tokens, torch.tensor([list(prompt)]),
-                                 ReasoningSpec.from_json(json.loads(spec)), new)
-    finally:
-        hook.remove()
-    last = last[:len(ref.tokens)]
-    assert_margins(top2_margins(last), f"{ckpt} reference, spec {spec}",
-                   decided=[int(z.argmax()) == t for z, t in zip(last, ref.tokens)])
-    modes = "".join(m[0].upper() for m in ref.modes)
+    """`hf_reference.reasoning_reference` on the family's checkpoint, and no entropy near-tie in
+    switch mode: (tokens, modes "L"/"E", stats)."""
+    ref, modes, last = reasoning_reference(ckpt, list(prompt), spec, new)
     if json.loads(spec)["mode"] == "switch":
         assert min(entropy_gaps(last, modes)) >= ENTROPY_MARGIN, (ckpt, spec, "entropy near-tie")
     return ref.tokens, modes, ref.stats

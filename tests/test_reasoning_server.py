@@ -10,11 +10,10 @@ from functools import cache
 
 import pytest
 import requests
-import torch
-from hf_reference import assert_margins, hf_model, top2_margins, transitions
+from hf_reference import reasoning_reference, transitions
 from one_ahead import OneAhead
 
-from rio_sglang.reasoning import ReasoningSpec, generate_reference, resolve_tokens
+from rio_sglang.reasoning import ReasoningSpec, resolve_tokens
 from rio_sglang.sglang_server import start_server
 
 pytestmark = pytest.mark.server
@@ -141,26 +140,9 @@ def reference_run(ckpt, spec: dict, expected: set[str], seed: int = REF_PROMPT_S
 def _reference(ckpt: str, spec: str, seed: int, new: int):
     """reference_run's run, once per checkpoint, spec, prompt and length (several tests and
     servers compare with the same one)."""
-    from transformers import AutoTokenizer
-
     prompt = ids_prompt(8, seed=seed)
-    # The reference runs in fp32: latent inputs carry rounding from step to step, and an fp16
-    # transformers run drifts from both (the fp16 server matches the fp32 reference).
-    model = hf_model(ckpt, torch.float32)
-    last = []  # per model call: its last position's logits [V], the step's scores
-
-    hook = model.register_forward_hook(lambda _m, _a, out: last.append(out.logits[0, -1]))
-    try:
-        ref = generate_reference(model, resolve_tokens(AutoTokenizer.from_pretrained(ckpt)),
-                                 torch.tensor([prompt]), ReasoningSpec.from_json(json.loads(spec)),
-                                 new)
-    finally:
-        hook.remove()
-    last = last[:len(ref.tokens)]
-    # Injected tokens (convergence, termination, budgets) are not the model's argmax: no margin.
-    assert_margins(top2_margins(last), f"reference prompt seed {seed}, spec {spec}",
-                   decided=[int(z.argmax()) == tok for z, tok in zip(last, ref.tokens)])
-    return prompt, ref, "".join(m[0].upper() for m in ref.modes)
+    ref, modes, _ = reasoning_reference(ckpt, prompt, spec, new)
+    return prompt, ref, modes
 
 
 @pytest.mark.parametrize("name,spec,expected", REFERENCE_CASES, ids=[c[0] for c in REFERENCE_CASES])

@@ -36,7 +36,7 @@ class ReasoningSpecError(ValueError):
 
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
-        self.field = field
+        self.field, self.message = field, message
 
 
 def _is_int(value: Any) -> bool:

@@ -31,7 +31,6 @@ import torch
 
 from rio_kernels.swir_step.launch import PreSample
 from rio_sglang.reasoning.device import DeviceStep
-from rio_sglang.reasoning.spec import ReasoningStats
 from rio_sglang.runtime.record import Record
 
 log = logging.getLogger(__name__)
@@ -104,10 +103,9 @@ class ReasoningRuntime:
         return True, release
 
     def final_stats(self, record: Record) -> dict:
-        """A finished record's statistics and per-step modes (one host copy); slot released."""
+        """A finished record's statistics and per-step modes (one host copy); slot released.
+        A record holds a slot (`record.slot`) exactly while `holders` maps it to the record."""
         slot, record.slot = record.slot, None
-        if self.holders.get(slot) is not record:
-            return ReasoningStats().to_json() | {"modes": ""}  # its slot went to another
         del self.holders[slot]
         return self.device.read_final(slot)
 

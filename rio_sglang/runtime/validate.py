@@ -112,8 +112,7 @@ def check_reasoning(sampling_params, vocab_size: int, context_len: int,
         if spec is not None:
             spec.validate(vocab_size, context_len)
     except ReasoningSpecError as e:
-        # str(e) is "field: message", e.g. "window: must lie in [1, 16777216], got -1"
-        raise SpecRefused(e.field, str(e).split(": ", 1)[1]) from None
+        raise SpecRefused(e.field, e.message) from None
     if spec is None or spec.mode == "explicit":
         return
     if speculative:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from launch.params import BF16, FP32, Weight, full_attention_layers, weights
+from rio_sglang import env
 from rio_sglang.targets import Target, read_target
 
 RIO_CONFIG = Path(__file__).resolve().parent / "rio_config.json"
@@ -57,6 +59,8 @@ class Estimate:
     concurrency: int
     gpu: str | None
     stages: tuple[Stage, ...]
+    resume_bytes: int = 0  # host memory per rank for retracted latent requests' soft inputs
+    step_bytes: int = 0  # host bytes one latent step's soft input takes on a rank (H x 2)
 
     @property
     def worst(self) -> Stage:
@@ -122,8 +126,10 @@ def _dtype_bytes(flag: str | None, default: int) -> int:
 
 
 def estimate(cfg: dict, target: Target, context: int | None = None, concurrency: int = 1,
-             mtp: bool = False) -> Estimate:
-    """Per-GPU bytes of each pipeline stage of `target` at `context` tokens x `concurrency`."""
+             mtp: bool = False, resume_bytes: int = 0) -> Estimate:
+    """Per-GPU bytes of each pipeline stage of `target` at `context` tokens x `concurrency`;
+    `resume_bytes`, the host memory bound of each rank's soft inputs (`env.resume_memory_bytes`),
+    is carried to the report."""
     text = cfg["text_config"]
     tp, pp = int(target.flag("--tp-size") or 1), int(target.flag("--pp-size") or 1)
     context = context or int(target.flag("--context-length") or text["max_position_embeddings"])
@@ -155,7 +161,8 @@ def estimate(cfg: dict, target: Target, context: int | None = None, concurrency:
         stages.append(Stage(s, layers, n_attn, n_gdn, sum(b for b, _ in held), kv, state,
                             kv * context * concurrency, state * concurrency, latent,
                             sum(c for _, c in held)))
-    return Estimate(target.name, tp, pp, context, concurrency, target.gpu, tuple(stages))
+    return Estimate(target.name, tp, pp, context, concurrency, target.gpu, tuple(stages),
+                    resume_bytes, text["hidden_size"] * BF16)
 
 
 def render(est: Estimate) -> str:
@@ -177,6 +184,10 @@ def render(est: Estimate) -> str:
         verdict = "fits" if s.total < cap else "DOES NOT FIT"
         out.append(f"  {s.total / cap:.1%} of the GPU's {cap / GIB:.1f} GiB: {verdict} before "
                    "activations, CUDA graphs and communication buffers")
+    steps = est.resume_bytes // est.step_bytes if est.step_bytes else 0
+    out.append(f"host memory per rank: up to {est.resume_bytes / 2**20:,.0f} MiB for latent "
+               f"requests' soft inputs (retraction resumes exactly; {est.step_bytes:,} B per "
+               f"latent step: {steps:,} steps of live requests; --resume-memory-mib)")
     return "\n".join(out)
 
 
@@ -196,6 +207,9 @@ def main(argv=None, prog: str = "python -m launch.memory") -> int:
     ap.add_argument("--context", type=int, help="tokens per sequence (default: the target's)")
     ap.add_argument("--concurrency", type=int, default=1, help="sequences held at once")
     ap.add_argument("--mtp", action="store_true", help="with the MTP head (speculative NEXTN)")
+    ap.add_argument("--resume-memory-mib", type=float, metavar="MIB",
+                    help="the host bound of soft inputs per rank (default: the target's "
+                         "RIO_RESUME_MEMORY_MIB, the environment's, or 1024)")
     ap.add_argument("--config", type=Path,
                     help="a config.json (default launch/rio_config.json; cpu-tiny: the tiny one)")
     args = ap.parse_args(argv)
@@ -206,7 +220,15 @@ def main(argv=None, prog: str = "python -m launch.memory") -> int:
 
         path = cached_tiny_checkpoint() / "config.json"
     cfg = json.loads(path.read_text())
-    sys.stdout.write(render(estimate(cfg, target, args.context, args.concurrency, args.mtp)) + "\n")
+    given = args.resume_memory_mib
+    try:
+        resume = env.resume_memory_bytes_of(
+            str(given) if given is not None else
+            target.env.get(env.RESUME_MEMORY) or os.environ.get(env.RESUME_MEMORY))
+    except ValueError as e:
+        ap.error(str(e))
+    sys.stdout.write(render(estimate(cfg, target, args.context, args.concurrency, args.mtp,
+                                     resume)) + "\n")
     return 0
 
 

@@ -67,6 +67,30 @@ def reasoning_request_log() -> bool:
     return _flag("RIO_REASONING_LOG")
 
 
+RESUME_MEMORY = "RIO_RESUME_MEMORY_MIB"
+RESUME_MEMORY_DEFAULT_MIB = 1024
+
+
+def resume_memory_bytes() -> int:
+    """RIO_RESUME_MEMORY_MIB (default 1024; `rio-sglang serve --resume-memory-mib`): host memory
+    per rank for the soft inputs of live latent / switch requests, so that a request SGLang
+    retracts resumes exactly. Past it a request resumes from tokens; 0 keeps none."""
+    return resume_memory_bytes_of(os.environ.get(RESUME_MEMORY))
+
+
+def resume_memory_bytes_of(value: str | None) -> int:
+    """RIO_RESUME_MEMORY_MIB's value (None or blank: the default) in bytes; ValueError names
+    the variable."""
+    text = (value or "").strip() or str(RESUME_MEMORY_DEFAULT_MIB)
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = float("nan")
+    if not 0 <= mib < float("inf"):
+        raise ValueError(f"{RESUME_MEMORY}={text!r}: expected a number of MiB >= 0")
+    return int(mib * 2**20)
+
+
 def moe_w8a8() -> bool:
     """RIO_MOE_W8A8=1: FP8 experts quantize activations to e4m3 on the prefill (grouped) path
     and use fp8 tensor cores (`fused_moe(act_quant=True)`). Opt-in: its speed is not measured."""

@@ -62,6 +62,10 @@ def parser(prog: str) -> argparse.ArgumentParser:
     ap.add_argument("--reasoning-default", metavar="JSON",
                     help="reasoning spec of requests without custom_params.rio_reasoning, "
                          f"e.g. '{{\"mode\": \"switch\"}}' (default ${env.REASONING_DEFAULT})")
+    ap.add_argument("--resume-memory-mib", type=float, metavar="MIB",
+                    help="host memory per rank for latent requests' soft inputs, so that one "
+                         "SGLang retracts resumes exactly; past it, from tokens (default "
+                         f"${env.RESUME_MEMORY}, {env.RESUME_MEMORY_DEFAULT_MIB})")
     ap.add_argument("--swireasoning", action="store_true",
                     help="SGLang's own model class serves (no SGLANG_EXTERNAL_MODEL_PACKAGE), "
                          f"with {env.SWIREASONING}=1: the any-model switch of issue 29")
@@ -109,7 +113,15 @@ def plan(argv: list[str], prog: str = "rio-sglang serve") -> Plan:
         raise ServeError(str(e)) from None
     if stock:
         environ[env.SWIREASONING] = "1"
-    # 3. the checkpoint, last: --tiny generates one on first use
+    # 3. the memory that keeps retracted latent requests exact (checked here, read there)
+    if args.resume_memory_mib is not None:
+        environ[env.RESUME_MEMORY] = str(args.resume_memory_mib)
+    try:
+        env.resume_memory_bytes_of(environ.get(env.RESUME_MEMORY))
+    except ValueError as e:
+        raise ServeError(f"--resume-memory-mib: {e}" if args.resume_memory_mib is not None
+                         else str(e)) from None
+    # 4. the checkpoint, last: --tiny generates one on first use
     try:
         path = _checkpoint(args, target)
     except (targets.TargetError, CheckpointError) as e:

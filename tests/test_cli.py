@@ -61,13 +61,16 @@ REFUSED = [
     (["--model-path", HF_ID, "--seed", "1"], {}, "--preset and --seed apply to --tiny"),
     (["--target", "cpu-tiny", "--gpu"], {}, "--gpu applies to --tiny and --model-path"),
     (["--tiny", "--target", "cpu-tiny"], {}, "not allowed with argument"),
+    (["--tiny", "--resume-memory-mib", "-1"], {}, "RIO_RESUME_MEMORY_MIB='-1.0': expected a number"),
+    (["--tiny"], {"RIO_RESUME_MEMORY_MIB": "lots"}, "RIO_RESUME_MEMORY_MIB='lots': expected a"),
 ]
 
 
 @pytest.mark.parametrize("argv,environ,message", REFUSED, ids=[m[:24] for *_, m in REFUSED])
 def test_serve_refuses_bad_input_before_starting(argv, environ, message, tmp_path, monkeypatch,
                                                  capsys, caplog):
-    for name in ("RIO_MODEL_PATH", "NODE_RANK", env.REASONING_DEFAULT, env.SWIREASONING):
+    for name in ("RIO_MODEL_PATH", "NODE_RANK", env.REASONING_DEFAULT, env.SWIREASONING,
+                 env.RESUME_MEMORY):
         monkeypatch.delenv(name, raising=False)
     for name, value in {"RIO_CACHE_DIR": str(tmp_path), **environ}.items():
         monkeypatch.setenv(name, value)
@@ -96,6 +99,14 @@ SWITCH = [
     (["--model-path", HF_ID], {"RIO_SWIREASONING": "1"}, True),
     (["--target", "h200x8", "--swireasoning"], {"RIO_MODEL_PATH": HF_ID}, True),
 ]
+
+
+def test_the_resume_memory_reaches_the_server(monkeypatch):
+    monkeypatch.delenv(env.RESUME_MEMORY, raising=False)
+    _, _, e = launch_env(["--model-path", HF_ID, "--resume-memory-mib", "0"], monkeypatch)
+    assert e[env.RESUME_MEMORY] == "0.0" and env.resume_memory_bytes_of(e[env.RESUME_MEMORY]) == 0
+    _, _, e = launch_env(["--model-path", HF_ID], monkeypatch)
+    assert env.RESUME_MEMORY not in e and env.resume_memory_bytes() == 1024 * 2**20
 
 
 @pytest.mark.parametrize("argv,environ,stock", SWITCH, ids=[" ".join(a) for a, *_ in SWITCH])

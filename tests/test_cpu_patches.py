@@ -3,6 +3,8 @@ against a plain per-request loop of the semantics SGLang's kernels document."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import triton
@@ -105,3 +107,57 @@ def test_the_interpreter_still_patches_where_the_speed_up_assumes():
     grid = inspect.getsource(interpreter.GridExecutor)
     assert "patch_scope = _patch_lang(self.fn)" in grid and "patch_scope.restore()" in grid
     assert inspect.getsource(interpreter._patch_lang).count("fn.__globals__") == 1
+
+
+# sequences of an extend batch: (cached prefix, new tokens); heads (query, kv): GQA or not
+EXTENDS = [
+    ("one prompt", [(0, 9)], (4, 4)),
+    ("a re-prefill after a cached prefix, beside a prompt", [(3, 6), (0, 5)], (4, 2)),
+]
+
+
+@pytest.mark.parametrize("seqs,heads", [e[1:] for e in EXTENDS], ids=[e[0] for e in EXTENDS])
+def test_extend_attention_has_the_bits_decode_gives(seqs, heads):
+    """The CPU platform's torch_native extend (`patches.rowwise_extend`): each query row equals,
+    bit for bit, the decode step of that position (SGLang's own `_run_sdpa_forward_decode` over
+    the keys up to it), so a retracted request prefilled again recomputes the KV it had."""
+    from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+
+    from rio_sglang.cpu.patches import rowwise_extend
+
+    gen = torch.Generator().manual_seed(0)
+    hq, hk, d = *heads, 16
+    slots = 64
+    k_cache = torch.randn(slots, hk, d, generator=gen).half()
+    v_cache = torch.randn(slots, hk, d, generator=gen).half()
+    req_to_token = torch.randperm(slots, generator=gen).view(2, 32)
+    total = sum(n for _, n in seqs)
+    query = torch.randn(total, hq, d, generator=gen).half()
+    pools = torch.arange(len(seqs))
+    prefix = torch.tensor([p for p, _ in seqs])
+    new = torch.tensor([n for _, n in seqs])
+    extend = rowwise_extend(TorchNativeAttnBackend._run_sdpa_forward_extend)
+    out = extend(None, query, torch.empty_like(query), k_cache, v_cache, req_to_token, pools,
+                 prefix + new, prefix, new, scaling=0.25, enable_gqa=hq != hk, causal=True)
+    row = 0
+    for s, (p, n) in enumerate(seqs):
+        for i in range(n):
+            one = torch.empty(1, hq, d, dtype=query.dtype)
+            TorchNativeAttnBackend._run_sdpa_forward_decode(
+                None, query[row:row + 1], one, k_cache, v_cache, req_to_token, pools[s:s + 1],
+                torch.tensor([p + i + 1]), scaling=0.25, enable_gqa=hq != hk, causal=False)
+            assert torch.equal(out[row], one[0]), (s, i)
+            row += 1
+
+
+def test_the_platform_patches_sglangs_extend_attention():
+    from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+
+    from rio_sglang.cpu import patches
+
+    patches.apply()  # idempotent
+    ours = TorchNativeAttnBackend._run_sdpa_forward_extend
+    # SGLang's method takes exactly the parameters ours passes on (an upgrade that changes it
+    # fails here)
+    assert list(inspect.signature(ours.__wrapped__).parameters) == list(
+        inspect.signature(ours).parameters)

@@ -182,6 +182,7 @@ def test_latent_and_switch_equal_the_reference(family_server, tok, name, spec, e
     assert stats.pop("modes") == ref_modes
     assert stats.pop("spec") == ReasoningSpec.from_json(spec).to_json()
     assert stats.pop("from_default") is False
+    assert stats.pop("retractions") == 0 and stats.pop("resumed_from_tokens") is False
     assert stats == ref_stats.to_json()
 
 

@@ -146,3 +146,18 @@ def test_pipeline_stages_hold_their_own_layers():
     # latent steps are mixed on the last stage: it alone copies rows, its rank's V/8 (242 MiB)
     assert [s.latent_embed for s in est.stages] == [0, -(-V // 8) * H * BF16]
     assert est.worst.total < est.gpu_bytes
+
+
+@pytest.mark.parametrize("argv,bound", [([], 1024), (["--resume-memory-mib", "0"], 0)])
+def test_the_host_bound_of_retracted_latent_requests_is_printed(argv, bound, capsys,
+                                                                 monkeypatch):
+    """Each rank's host memory for soft inputs (tests/test_resume.py): the bound and what one
+    latent step takes, H x 2 bytes (8,192 for Rio)."""
+    from launch import memory
+
+    monkeypatch.delenv("RIO_RESUME_MEMORY_MIB", raising=False)
+    assert memory.main(["--target", "h200x8", *argv]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith(f"host memory per rank: up to {bound:,} MiB")
+    steps = bound * 2**20 // (CFG["text_config"]["hidden_size"] * 2)
+    assert f"8,192 B per latent step: {steps:,} steps" in line

@@ -46,7 +46,7 @@ def test_request_spec_else_server_default(server_default, default, params, mode,
     assert (spec and spec.mode, came_from_default) == (mode, from_default)
     # what a finished request's statistics say (its record, built at admission)
     req = SimpleNamespace(rid="r", sampling_params=SimpleNamespace(custom_params=params))
-    applied = admit(req, None).finish(0)
+    applied = admit(req, None).finish(0, 0)
     assert applied["from_default"] is from_default
     assert applied["spec"] == (spec.to_json() if spec else None)
     if from_default:

@@ -26,8 +26,8 @@ def ids_prompt(n: int, seed: int) -> list[int]:
     return [rng.randrange(13, 500) for _ in range(n)]
 
 
-def gen(server, ids, spec: dict | None, new: int = NEW, status: int = 200) -> dict:
-    sp = {"max_new_tokens": new, "temperature": 0}
+def gen(server, ids, spec: dict | None, new: int = NEW, status: int = 200, **params) -> dict:
+    sp = {"max_new_tokens": new, "temperature": 0, **params}
     if spec is not None:
         sp["custom_params"] = {"rio_reasoning": spec}
     r = requests.post(server.url + "/generate", json={"input_ids": ids, "sampling_params": sp},
@@ -163,6 +163,7 @@ def assert_equals_reference(got: dict, ref, ref_modes: str, spec: dict) -> None:
     # The spec the request ran with (its own: this server has no default), all fields filled in.
     assert stats.pop("spec") == ReasoningSpec.from_json(spec).to_json()
     assert stats.pop("from_default") is False
+    assert stats.pop("retractions") == 0 and stats.pop("resumed_from_tokens") is False
     assert stats == ref.stats.to_json()
 
 
@@ -173,16 +174,20 @@ TERMINATION = {"mode": "switch", "window": 1, "max_switches": 1, "termination_bu
 TERMINATION_SEED, TERMINATION_NEW = 37, 16
 
 
-def test_answer_budget_ends_the_request_like_the_reference(server, tiny_ckpt):
+@pytest.mark.parametrize("ignore_eos", [False, True])
+def test_answer_budget_ends_the_request_like_the_reference(server, tiny_ckpt, ignore_eos):
+    """The spent budget ends the request with the same tokens whatever `ignore_eos` says (which
+    `sglang.bench_serving` sends by default), its finish reason naming the budget."""
     from transformers import AutoTokenizer
 
     prompt, ref, ref_modes = reference_run(tiny_ckpt, TERMINATION, {"termination"},
                                            seed=TERMINATION_SEED, new=TERMINATION_NEW)
     assert len(ref.tokens) < TERMINATION_NEW  # the budget, not max_new_tokens, ended it
     eos = resolve_tokens(AutoTokenizer.from_pretrained(tiny_ckpt)).eos_id
-    got = gen(server, prompt, TERMINATION, new=TERMINATION_NEW)
+    got = gen(server, prompt, TERMINATION, new=TERMINATION_NEW, ignore_eos=ignore_eos)
     assert got["output_ids"] == ref.tokens + [eos]
-    assert got["meta_info"]["finish_reason"]["type"] == "stop"
+    assert got["meta_info"]["finish_reason"] == {"type": "stop", "matched": eos,
+                                                 "reason": "answer_budget"}
     assert_equals_reference(got, ref, ref_modes, TERMINATION)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from rio_sglang.reasoning.spec import ReasoningSpec
 from rio_sglang.runtime import hooks, validate
+from rio_sglang.runtime.journal import Journal
 from rio_sglang.runtime.record import Record, admit, record_of
 from rio_sglang.runtime.sampler import ReasoningRuntime
 
@@ -91,7 +92,7 @@ class FakeStep:
 
 @pytest.mark.parametrize("claims,expected", [c[1:] for c in CLAIMS], ids=[c[0] for c in CLAIMS])
 def test_slot_bookkeeping(claims, expected):
-    runtime = ReasoningRuntime(FakeStep(), relay_to_first_stage=False)
+    runtime = ReasoningRuntime(FakeStep(), relay_to_first_stage=False, journal=Journal("cpu", 0))
     records: dict[str, Record] = {}
     got = []
     for rid, slot, spec in claims:
@@ -102,7 +103,7 @@ def test_slot_bookkeeping(claims, expected):
     last = records[last_rid]
     if last.latent:
         assert last.slot == last_slot
-        assert last.finish(4)["latent_steps"] == 1 and runtime.device.finished == [last_slot]
+        assert last.finish(4, 0)["latent_steps"] == 1 and runtime.device.finished == [last_slot]
     assert last_slot not in runtime.holders
 
 
@@ -124,7 +125,7 @@ def test_a_request_that_leaves_holds_no_slot(how, spec, released):
 
     from rio_sglang.runtime import output
 
-    runtime = ReasoningRuntime(FakeStep(), relay_to_first_stage=False)
+    runtime = ReasoningRuntime(FakeStep(), relay_to_first_stage=False, journal=Journal("cpu", 0))
     req = Req("r1", "hi", [1, 2], SamplingParams(max_new_tokens=2,
                                                  custom_params={"rio_reasoning": spec}))
     record = admit(req, runtime)

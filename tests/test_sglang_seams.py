@@ -146,3 +146,24 @@ def test_cpu_patch_targets_exist():
     users = importlib.import_module(patches._SCATTER_USERS[0])  # binds them at import
     assert all(hasattr(users, name) for name in patches._SCATTER_NAMES)
     assert "configs" in inspect.signature(autotuner.Autotuner.__init__).parameters
+
+
+def test_the_request_fields_we_set_do_what_we_rely_on():
+    """hooks.py sets two of SGLang's own `Req` fields: `to_finish`, which `update_finish_state`
+    applies before any stop check (a spent answer budget, tests/test_resume.py), and
+    `positional_embed_overrides` (a retracted request's soft inputs): `PositionalEmbeds` of
+    absolute positions, which `ScheduleBatch.prepare_for_extend` places per prefill chunk."""
+    import torch
+    from sglang.srt.managers.embed_types import PositionalEmbeds
+    from sglang.srt.managers.schedule_batch import Req, ScheduleBatch
+    from sglang.srt.sampling.sampling_params import SamplingParams
+
+    req = Req("r", "", [1, 2, 3], SamplingParams(max_new_tokens=4))
+    assert req.positional_embed_overrides is None and req.retraction_count == 0
+    rows = [torch.ones(8), torch.zeros(8)]
+    over = PositionalEmbeds(embeds=rows, positions=[3, 4])
+    assert over.embeds.shape == (2, 8) and over.positions == [3, 4]
+    source = inspect.getsource(ScheduleBatch.prepare_for_extend)
+    assert "req.positional_embed_overrides.positions" in source and "pos - pre_len" in source
+    assert inspect.getsource(Req.update_finish_state).index("self.to_finish") < inspect.getsource(
+        Req.update_finish_state).index("_check_token_based_finish")

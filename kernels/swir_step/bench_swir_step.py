@@ -183,11 +183,40 @@ def measure(B: int, mix: str, tp: int, full_table: torch.Tensor, ceiling: float,
             opt8_ms[flag] = ms / 8
     nbytes = B * V * 4 + (v_len * H * 2 if n_latent else 0)
     dec = decode_ms(name, tp, ceiling)
+    journal_ms, journal_host_us = journal_cost(step, slots)
     return {"B": B, "mix": mix, "tp": tp, "eager_ms": eager_ms, "graph_ms": graph_ms,
             "graph8_ms": graph8_ms, "opt8_ms": opt8_ms,
             "host_us": host_us, "bytes": nbytes,
             "fraction": nbytes / (graph_ms * 1e-3) / (ceiling * 1e9),
-            "decode_ms": dec, "latent_over_explicit": dec / (dec + graph_ms)}
+            "decode_ms": dec, "latent_over_explicit": dec / (dec + graph_ms),
+            "journal_ms": journal_ms, "journal_host_us": journal_host_us,
+            "latent_over_explicit_journal": dec / (dec + graph_ms + journal_ms)}
+
+
+def journal_cost(step: DeviceStep, slots: torch.Tensor) -> tuple[float, float]:
+    """(device ms, host µs) per step of the runtime's journal (rio_sglang/runtime/journal.py),
+    which runs after the sampler, outside the decode graph: the rows' states and next inputs
+    copied to pinned host memory on a side stream, filed when done (what exact resumption after
+    a retraction costs every latent step)."""
+    from types import SimpleNamespace
+
+    from rio_sglang.runtime.journal import Journal
+
+    journal = Journal(slots.device, 256 << 20)
+    records = [SimpleNamespace(closed=False, trajectory=None) for _ in range(len(slots))]
+
+    def run():
+        journal.capture(records, step.state_rows(slots), step.tables.pending.index_select(0, slots))
+        journal.drain()
+
+    ms = do_bench(run, return_mode="median")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        run()
+    host_us = (time.perf_counter() - t0) / 50 * 1e6
+    journal.drain(wait=True)
+    return ms, host_us
 
 
 def with_flag(flag: str, fn, *args):
@@ -242,13 +271,15 @@ def markdown(rows: list[dict], name: str, ceiling: float) -> str:
     out = [f"device {name}, copy ceiling {ceiling:.0f} GB/s, torch {torch.__version__}",
            f"mixture tiles: {tiles}", "",
            ("| TP | B | rows | graph µs | in a graph of 8, µs/step | eager µs | host µs | MB | "
-            "fraction | latent/explicit |"),
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "fraction | latent/explicit | journal µs (host µs) | latent/explicit with it |"),
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         out.append(f"| {r['tp']} | {r['B']} | {r['mix']} | {r['graph_ms'] * 1e3:.1f} | "
                    f"{r['graph8_ms'] * 1e3:.1f} | "
                    f"{r['eager_ms'] * 1e3:.1f} | {r['host_us']:.0f} | {r['bytes'] / 1e6:.1f} | "
-                   f"{r['fraction']:.2f} | {r['latent_over_explicit']:.3f} |")
+                   f"{r['fraction']:.2f} | {r['latent_over_explicit']:.3f} | "
+                   f"{r['journal_ms'] * 1e3:.1f} ({r['journal_host_us']:.0f}) | "
+                   f"{r['latent_over_explicit_journal']:.3f} |")
     out += [""] + [f"{flag} on / off, TP {r['tp']} B {r['B']} {r['mix']}, in a graph of 8: "
                    f"{ms * 1e3:.1f} / {r['graph8_ms'] * 1e3:.1f} µs = {ms / r['graph8_ms']:.3f}"
                    for r in rows for flag, ms in r.get("opt8_ms", {}).items()]

@@ -192,6 +192,59 @@ def _patch_state_scatter() -> None:
                     setattr(module, fn, state_scatter)
 
 
+_TORCH_NATIVE = "sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend"
+# Longer extends (of one sequence) keep SGLang's single causal call: the per-query loop costs a
+# call per token and layer, and only re-prefilled outputs need its bits.
+ROWWISE_MAX = 512
+
+
+def rowwise_extend(original):
+    """SGLang's torch_native `_run_sdpa_forward_extend`, each query row computed as its decode
+    step would compute it (one query against the keys up to it, no mask), so that a position's
+    attention has the same bits whether prefilled or decoded: a request SGLang retracts and
+    prefills again then recomputes exactly the KV it had (one causal call over all rows rounds
+    differently). Sliding windows, cross-attention, encoders and long extends: SGLang's own."""
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    def extend(self, query, output, k_cache, v_cache, req_to_token, req_pool_indices, seq_lens,
+               extend_prefix_lens, extend_seq_lens, encoder_lens=None, scaling=None,
+               enable_gqa=False, causal=False, is_cross_attn=False, sliding_window_size=None):
+        if (encoder_lens is not None or is_cross_attn or not causal
+                or (sliding_window_size is not None and sliding_window_size > -1)
+                or int(extend_seq_lens.max()) > ROWWISE_MAX):
+            return original(self, query, output, k_cache, v_cache, req_to_token,
+                            req_pool_indices, seq_lens, extend_prefix_lens, extend_seq_lens,
+                            encoder_lens, scaling, enable_gqa, causal, is_cross_attn,
+                            sliding_window_size)
+        query = query.movedim(0, query.dim() - 2)  # [heads, tokens, d], as SGLang's decode
+        start_q = 0
+        for seq in range(seq_lens.shape[0]):
+            prefix, n = int(extend_prefix_lens[seq]), int(extend_seq_lens[seq])
+            tokens = req_to_token[req_pool_indices[seq], : int(seq_lens[seq])]
+            key = k_cache[tokens].movedim(0, query.dim() - 2)
+            value = v_cache[tokens].movedim(0, query.dim() - 2)
+            for i in range(n):
+                q = query[:, start_q + i: start_q + i + 1, :]
+                k, v = key[:, : prefix + i + 1], value[:, : prefix + i + 1]
+                if not q.dtype == k.dtype == v.dtype:
+                    k, v = k.to(q.dtype), v.to(q.dtype)
+                out = sdpa(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), enable_gqa=enable_gqa,
+                           scale=scaling, is_causal=False)
+                output[start_q + i] = out.squeeze(0).movedim(query.dim() - 2, 0)[0]
+            start_q += n
+        return output
+
+    extend.__wrapped__ = original
+    return extend
+
+
+def _patch_rowwise_extend() -> None:
+    import pkgutil
+
+    cls = pkgutil.resolve_name(_TORCH_NATIVE)
+    cls._run_sdpa_forward_extend = rowwise_extend(cls._run_sdpa_forward_extend)
+
+
 def apply() -> None:
     """Idempotent; called by the `sglang.srt.plugins` entry point when RIO_CPU_PLATFORM=1."""
     global _applied
@@ -204,4 +257,5 @@ def apply() -> None:
     _patch_fla_aliases()
     _route_eagle_tree_to_triton()
     _patch_state_scatter()
+    _patch_rowwise_extend()
     log.info("rio-sglang CPU platform: Triton interpreter patches applied")

@@ -14,6 +14,9 @@ import torch
 from rio_kernels.swir_step import launch
 from rio_kernels.swir_step.layout import (
     BOOL_FIELDS,
+    FLOAT_FIELDS,
+    INT_COL,
+    INT_FIELDS,
     NEWLINE_ROW,
     STAT_FIELDS,
     THINK_END_ROW,
@@ -84,6 +87,46 @@ class DeviceStep:
         idx = torch.tensor(list(slots), dtype=torch.long, device=self.table.device)
         self.tables.use.index_fill_(0, idx, 0)
         self.active.index_fill_(0, idx, False)
+
+    def state_width(self) -> int:
+        """Columns of `state_rows`: ints, floats (their int32 bits), queue, use."""
+        return len(INT_FIELDS) + len(FLOAT_FIELDS) + self.state.queue.shape[1] + 1
+
+    def state_rows(self, slots: torch.Tensor) -> torch.Tensor:
+        """slots: [R] -> [R, state_width()] int32: each slot's whole state as one row (a fresh
+        tensor, three launches), what `restore` takes back."""
+        t = self.tables
+        whole = torch.cat([t.ints, t.floats.view(torch.int32), t.queue,
+                           t.use.view(-1, 1).to(torch.int32)], dim=1)
+        return whole.index_select(0, slots)
+
+    def answer_budget(self, slots: torch.Tensor) -> torch.Tensor:
+        """slots: [R] -> [R] int32 their answer budgets now (0: the next step only emits EOS)."""
+        return self.state.t["answer_budget"].index_select(0, slots)
+
+    def restore(self, slot: int, row: torch.Tensor, pending: torch.Tensor | None,
+                modes: bytes) -> None:
+        """A reset slot takes back a state a `state_rows` row held (host side, once, when a
+        retracted request is prefilled again): its state, next input (`pending`, None: embed
+        the token), per-step modes (1 latent, 0 explicit) and statistics."""
+        t, ni, nf = self.tables, len(INT_FIELDS), len(FLOAT_FIELDS)
+        dev = self.table.device
+        row = row.to(torch.int32)
+        ints = row[:ni].to(dev)
+        t.ints[slot] = ints
+        t.floats[slot] = row[ni:ni + nf].view(torch.float32).to(dev)
+        t.queue[slot] = row[ni + nf:-1].to(dev)
+        use = int(row[-1]) != 0 and pending is not None
+        t.use[slot] = int(use)
+        if use:
+            t.pending[slot] = pending.to(device=dev, dtype=t.pending.dtype)
+        hist = torch.full((HISTORY,), -1, dtype=torch.int8)
+        kept = list(modes[:HISTORY])
+        if kept:
+            hist[: len(kept)] = torch.tensor(kept, dtype=torch.int8)
+        t.history[slot] = hist.to(dev)
+        t.stats[slot] = torch.stack([ints[INT_COL[name]] for name in STAT_FIELDS])
+        self.active[slot] = True
 
     def soft_input(self, slots: torch.Tensor) -> torch.Tensor:
         """slots: [B] -> [B] bool: does the next decode step embed the slot's `pending`?"""

@@ -16,9 +16,11 @@ from __future__ import annotations
 import functools
 import logging
 
+from rio_sglang import env
 from rio_sglang.logmarks import REASONING_MARK
 from rio_sglang.reasoning.device import DeviceStep
 from rio_sglang.reasoning.tokens import ReasoningTokens, family_tokens
+from rio_sglang.runtime.journal import Journal
 from rio_sglang.runtime.sampler import ReasoningRuntime
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,9 @@ def attach(model, num_slots: int, tokens: ReasoningTokens, pp_size: int, tp_size
         table, v_start, v_len, special = shard_rows(embed, tokens, all_reduce)
     vocab = model.config.vocab_size
     device = DeviceStep(num_slots, tokens, vocab, table, v_start, v_len, special, all_reduce)
-    runtime = ReasoningRuntime(device, relay_to_first_stage=pp_size > 1)
+    # Under PP the last stage steps and the first embeds: states are kept, soft inputs not.
+    journal = Journal(table.device, env.resume_memory_bytes(), keep_soft=pp_size == 1)
+    runtime = ReasoningRuntime(device, relay_to_first_stage=pp_size > 1, journal=journal)
     _tap_forward(model, runtime)
     if not _is_missing(embed):
         embed.register_forward_hook(lambda module, args, out: runtime.override_embeds(out))
@@ -66,10 +70,12 @@ def attach(model, num_slots: int, tokens: ReasoningTokens, pp_size: int, tp_size
     buffers = device.buffer_bytes()
     log.warning(
         "%s: %s, %d slots; mixture rows: vocab [%d, %d) of %d, %s; reasoning buffers %.2f MiB "
-        "(%s)", REASONING_MARK, type(model).__name__, num_slots, v_start, v_start + v_len, vocab,
+        "(%s); soft inputs kept for resumption after retraction: up to %d MiB of host memory",
+        REASONING_MARK, type(model).__name__, num_slots, v_start, v_start + v_len, vocab,
         f"a copy of {copy_bytes / 2**20:.2f} MiB" if copy_bytes
         else "the embedding shard itself (no copy)", sum(buffers.values()) / 2**20,
-        ", ".join(f"{k} {v / 2**20:.2f}" for k, v in buffers.items()))
+        ", ".join(f"{k} {v / 2**20:.2f}" for k, v in buffers.items()),
+        journal.bound // 2**20 if journal.keep_soft else 0)
     return runtime
 
 
@@ -92,13 +98,17 @@ def shard_rows(embed, tokens: ReasoningTokens, all_reduce=None):
 
 
 def _tap_forward(model, runtime: ReasoningRuntime) -> None:
-    """The model's forward records its ForwardBatch (third positional or `forward_batch`)."""
+    """The model's forward records its ForwardBatch (third positional or `forward_batch`) for
+    the forward's duration."""
     forward = model.forward
 
     @functools.wraps(forward)
     def tapped(*args, **kwargs):
         runtime.batch = kwargs["forward_batch"] if "forward_batch" in kwargs else args[2]
-        return forward(*args, **kwargs)
+        try:
+            return forward(*args, **kwargs)
+        finally:  # the embedding may run outside the forward (SGLang's extend overrides)
+            runtime.batch = None
 
     model.forward = tapped
 

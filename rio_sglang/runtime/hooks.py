@@ -27,6 +27,14 @@ target (`sglang.srt...`), hook type: why (no official route unless said)
 - `Scheduler.get_output_streamer_class`, after: step 4 (SGLang's route for customized output:
   a streamer subclass).
 - `Scheduler._release_aborted_request`, after: step 4.
+- `Req.reset_for_retract`, after (SGLang's decode retraction and priority preemption): a latent
+  / switch record keeps its resume point (journal.py) and its soft inputs go to SGLang's own
+  per-position embedding overrides (`Req.positional_embed_overrides`) for its next prefill.
+- `ScheduleBatch._get_decode_retraction_order` (a staticmethod), around: explicit requests are
+  retracted before latent / switch ones.
+- `SchedulerBatchResultProcessor.snapshot_auxiliary_output_starts` (a classmethod), after: the
+  step's host copies are done and its tokens not committed; a spent answer budget sets the
+  request's `to_finish` (ends it with this token whatever `ignore_eos` says).
 - `TokenizerManager.update_request_meta_info`, around (its public route): our statistics are
   one dict, not a per-token list.
 - `OpenAIServing{Chat,Completion}._build_*_response`, after: `metadata["rio_reasoning"]`;
@@ -47,6 +55,9 @@ Not through the registry, and why (guard: tests/test_sglang_seams.py, named test
   `init_new`: SGLang's sampling observer is handed only the batch's sampling info, so the
   stepping rows travel on it (`test_the_observer_is_handed_only_the_sampling_info`).
 - `Req.rio_reasoning` (`record.py::RECORD_ATTR`): the record lives and dies with its request.
+- SGLang's own request fields we set: `Req.positional_embed_overrides` (a retracted request's
+  soft inputs, absolute positions) and `Req.to_finish` (a spent answer budget), which its batch
+  and finish check honour (`test_the_request_fields_we_set_do_what_we_rely_on`).
 """
 
 from __future__ import annotations
@@ -98,33 +109,97 @@ def _steps(req, decode: bool) -> bool:
 
 
 def init_new(fb, cls, batch, model_runner, **kwargs):
-    """After `ForwardBatch.init_new`: records, slots admitted / released, the stepping rows."""
+    """After `ForwardBatch.init_new`: records, slots admitted / released / resumed, the
+    stepping rows."""
     from rio_sglang.runtime.sampler import ROWS_ATTR, RUNTIME_ATTR
 
     runtime = getattr(model_runner, RUNTIME_ATTR, None)
     records = [admit(req, runtime) for req in batch.reqs]
     if runtime is None:
         return fb
-    slots, specs, max_new, release, index, rows = [], [], [], [], [], []
+    slots, specs, max_new, release, resumes, index, rows, stepping = [], [], [], [], [], [], [], []
     decode = batch.forward_mode.is_decode()
     for i, (req, record) in enumerate(zip(batch.reqs, records)):
         slot = int(req.kv.req_pool_idx)
+        resume = record.latent and record.retracted
         reset, stale = runtime.claim(record, slot)
         release += stale
         if reset:
             slots.append(slot)
             specs.append(record.spec)
             max_new.append(int(req.sampling_params.max_new_tokens or 1))
+        if resume:
+            resumes.append((record, slot))
         if record.latent and _steps(req, decode):
             index.append(i)
             rows.append(slot)
+            stepping.append(record)
     if release:
         runtime.release(release)
     if slots:
         runtime.reset(slots, specs, max_new)
+    for record, slot in resumes:
+        runtime.resume(record, slot)
+    runtime.journal.drain()
     if index and fb.sampling_info is not None:
-        setattr(fb.sampling_info, ROWS_ATTR, runtime.rows(index, rows))
+        setattr(fb.sampling_info, ROWS_ATTR, runtime.rows(index, rows, stepping))
     return fb
+
+
+def retracted(result, self):
+    """After `Req.reset_for_retract` (SGLang's decode retraction and priority preemption): a
+    latent / switch record keeps its resume point (`ReasoningRuntime.retract`), and its prefill
+    feeds each output position the soft input it had, through SGLang's own positional embedding
+    overrides (`Req.positional_embed_overrides`: absolute positions; SGLang's batch places those
+    of each prefill chunk, `ScheduleBatch.replace_embeds`)."""
+    record = record_of(self)
+    if record is None or not record.latent or record.runtime is None:
+        return
+    soft = record.runtime.retract(record, len(self.output_ids))
+    if not soft:
+        return
+    from sglang.srt.managers.embed_types import PositionalEmbeds
+
+    prompt = len(self.origin_input_ids)
+    theirs = self.positional_embed_overrides  # positions in the prompt, if the client sent any
+    positions = [prompt + k for k in sorted(soft)]
+    rows = [soft[k] for k in sorted(soft)]
+    if theirs is not None:
+        kept = [i for i, p in enumerate(theirs.positions) if p < prompt]
+        positions = [theirs.positions[i] for i in kept] + positions
+        rows = [theirs.embeds[i].to(rows[0].dtype) for i in kept] + rows
+    self.positional_embed_overrides = PositionalEmbeds(embeds=rows, positions=positions)
+
+
+def retraction_order(original, reqs):
+    """Around `ScheduleBatch._get_decode_retraction_order` (most-preferred to keep first; the
+    tail is retracted first): explicit requests go before latent / switch ones, each group in
+    SGLang's order. SGLang's "priority" retraction policy is left as it orders."""
+    from sglang.srt.runtime_context import get_schedule
+
+    order = original(reqs)
+    if get_schedule().retraction_policy == "priority":
+        return order
+    latent = [i for i in order if _latent(reqs[i])]
+    return latent + [i for i in order if not _latent(reqs[i])]
+
+
+def _latent(req) -> bool:
+    record = record_of(req)
+    return record is not None and record.latent
+
+
+def answer_budgets(starts, cls, batch, result):
+    """After `SchedulerBatchResultProcessor.snapshot_auxiliary_output_starts`: the step's host
+    copies are done and its tokens not yet committed; a request whose answer budget was spent
+    ends with this token (`sampler.py::HostRelay.finish_spent`)."""
+    from rio_sglang.runtime.sampler import HostRelay
+
+    host = getattr(result, "auxiliary_host_output", None)
+    for part in getattr(host, "outputs", (host,)):
+        if isinstance(part, HostRelay):
+            part.finish_spent(batch)
+    return starts
 
 
 def checkpoint_into_tree(original, self, req, *, up_to: int, **kwargs):
@@ -150,6 +225,8 @@ def hooks() -> list[tuple[str, str, object]]:
     chat = "sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat"
     comp = "sglang.srt.entrypoints.openai.serving_completions.OpenAIServingCompletion"
     tm = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
+    processor = ("sglang.srt.managers.scheduler_components.batch_result_processor."
+                 "SchedulerBatchResultProcessor")
     return [
         ("sglang.srt.model_executor.model_runner.ModelRunner._init_post_memory_pool_components",
          "after", after_memory_pool),
@@ -157,6 +234,10 @@ def hooks() -> list[tuple[str, str, object]]:
         ("sglang.srt.managers.scheduler.Scheduler.get_output_streamer_class", "after",
          output.streamer_class),
         ("sglang.srt.managers.scheduler.Scheduler._release_aborted_request", "after", aborted),
+        ("sglang.srt.managers.schedule_batch.Req.reset_for_retract", "after", retracted),
+        ("sglang.srt.managers.schedule_batch.ScheduleBatch._get_decode_retraction_order",
+         "around", retraction_order),
+        (f"{processor}.snapshot_auxiliary_output_starts", "after", answer_budgets),
         (f"{tm}.update_request_meta_info", "around", output.update_meta_info),
         (f"{chat}._build_chat_response", "after", output.response_metadata),
         (f"{comp}._build_completion_response", "after", output.response_metadata),

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 
+from sglang.srt.managers.schedule_batch import BaseFinishReason
 from sglang.srt.managers.scheduler_components.output_streamer import SchedulerOutputStreamer
 
 from rio_sglang import env
@@ -42,11 +43,25 @@ class ReasoningOutputStreamer(SchedulerOutputStreamer):
                 values.append([])
                 continue
             record = admit(req, None)  # built by its first batch
-            values.append([] if record.spec is None else [record.finish(len(req.output_ids))])
+            values.append([] if record.spec is None
+                          else [record.finish(len(req.output_ids), req.retraction_count)])
         return {STATS_KEY: values}
 
     def is_request_level_customized_info_key(self, key: str) -> bool:
         return key == STATS_KEY
+
+
+class AnswerBudgetSpent(BaseFinishReason):
+    """A latent / switch request ended because the answer budget after its injected termination
+    ran out (`sampler.py::HostRelay.finish_spent`), `ignore_eos` or not: a stop, with the token
+    that ended it (the EOS) and the reason named."""
+
+    def __init__(self, matched: int | None):
+        super().__init__()
+        self.matched = matched
+
+    def to_json(self):
+        return {"type": "stop", "matched": self.matched, "reason": "answer_budget"}
 
 
 def streamer_class(result, self):

@@ -9,7 +9,7 @@ record holds and releases it when the record finishes or is aborted. No SGLang i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rio_sglang.reasoning.spec import HISTORY, ReasoningSpec, ReasoningStats
 from rio_sglang.runtime import defaults
@@ -24,13 +24,20 @@ RECORD_ATTR = "rio_reasoning"  # on SGLang's scheduler-side `Req`: its `Record`
 class Record:
     """rid, the spec it runs (None: it asked for none and the server has no default), whether
     that is the server default; `runtime` and `slot` while a latent / switch request holds
-    reasoning state on this rank; `stats` once it finished."""
+    reasoning state on this rank; its `journal.py::Trajectory` (what an exact resumption after a
+    retraction needs); `retracted` from SGLang's retraction until its next prefill resumes it;
+    `resumed_from_tokens` once it resumed without every soft input; `stats` once it finished."""
 
     rid: str
     spec: ReasoningSpec | None
     from_default: bool
     runtime: ReasoningRuntime | None = None
     slot: int | None = None
+    trajectory: Any = None
+    retracted: bool = False
+    resume_point: Any = None  # from retraction to resumption: what `DeviceStep.restore` takes
+    resumed_from_tokens: bool = False
+    closed: bool = False  # finished or aborted
     stats: dict | None = None
 
     @property
@@ -38,23 +45,32 @@ class Record:
         """Latent or switch: steps on the device, holds a slot's state."""
         return self.spec is not None and self.spec.mode != "explicit"
 
-    def finish(self, output_len: int) -> dict:
-        """Final statistics (read from the device once, the slot released) with the spec that
-        applied and where it came from."""
+    def finish(self, output_len: int, retractions: int) -> dict:
+        """Final statistics (read from the device once, the slot and trajectory released) with
+        the spec that applied, where it came from, and how often SGLang retracted it."""
         if self.stats is None:
+            self.closed = True
             if self.runtime is not None and self.slot is not None:
                 stats = self.runtime.final_stats(self)
             else:  # explicit, or no reasoning step on this server
+                if self.runtime is not None:
+                    self.runtime.journal.forget(self)
                 explicit = ReasoningStats(0, output_len, 0, False, False, False).to_json()
                 stats = {**explicit, "modes": "E" * min(output_len, HISTORY)}
             spec = None if self.spec is None else self.spec.to_json()
-            self.stats = {**stats, "spec": spec, "from_default": self.from_default}
+            self.stats = {**stats, "retractions": int(retractions),
+                          "resumed_from_tokens": self.resumed_from_tokens,
+                          "spec": spec, "from_default": self.from_default}
         return self.stats
 
     def abort(self) -> None:
-        """Aborted: a slot it still holds is released before the next batch's admissions."""
-        if self.runtime is not None and self.slot is not None:
-            self.runtime.abort(self)
+        """Aborted: a slot it still holds is released before the next batch's admissions, its
+        trajectory now."""
+        self.closed = True
+        if self.runtime is not None:
+            self.runtime.journal.forget(self)
+            if self.slot is not None:
+                self.runtime.abort(self)
 
 
 def admit(req, runtime: ReasoningRuntime | None) -> Record:

@@ -29,6 +29,14 @@ if not _has_cuda():
     skip_repatching_device_calls()  # the interpreter's speed-up that the CPU servers use
 
 
+# Every Python process started from here on (xdist workers, servers and their subprocesses, CLI
+# and bench runs) imports tests/startup/sitecustomize.py first: rarer GC passes during imports.
+STARTUP = str(Path(__file__).parent / "tests" / "startup")
+if STARTUP not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (STARTUP, os.environ.get("PYTHONPATH")) if p)
+
+
 def module_of(item) -> str:
     return item.nodeid.split("::", 1)[0]
 

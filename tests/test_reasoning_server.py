@@ -186,6 +186,7 @@ def test_answer_budget_ends_the_request_like_the_reference(server, tiny_ckpt, ig
     eos = resolve_tokens(AutoTokenizer.from_pretrained(tiny_ckpt)).eos_id
     got = gen(server, prompt, TERMINATION, new=TERMINATION_NEW, ignore_eos=ignore_eos)
     assert got["output_ids"] == ref.tokens + [eos]
+    assert got["meta_info"]["finish_reason"]["type"] == "stop"
     assert got["meta_info"]["finish_reason"] == {"type": "stop", "matched": eos,
                                                  "reason": "answer_budget"}
     assert_equals_reference(got, ref, ref_modes, TERMINATION)

@@ -221,6 +221,41 @@ def test_gpu_bf16_step_has_no_host_sync_and_captures():
 
 
 @pytest.mark.gpu
+def test_gpu_runtime_step_with_its_journal_has_no_host_sync():
+    """The server's whole step as `rio_sglang/runtime/sampler.py` runs it after SGLang's sampler:
+    the step, the spent-budget rows, and the journal's copies of states and next inputs to
+    pinned host memory (exact resumption after a retraction), under
+    `set_sync_debug_mode("error")`; once filed, the kept input is the device's own."""
+    from types import SimpleNamespace
+
+    from rio_sglang.runtime.journal import Journal
+    from rio_sglang.runtime.sampler import ReasoningRuntime
+
+    weight = WEIGHT.cuda().bfloat16()
+    runtime = ReasoningRuntime(device_step(weight), relay_to_first_stage=False,
+                               journal=Journal("cuda", 1 << 20))
+    specs = [ReasoningSpec(mode=LAT), ReasoningSpec(mode=S, window=1)]
+    runtime.reset([1, 2], specs, [16] * 2)
+    records = [SimpleNamespace(closed=False, trajectory=None) for _ in specs]
+    logits = logits_case("plain", 2, seed=3).cuda()
+    tokens = torch.tensor([X, X], device="cuda")
+    rows = runtime.rows([0, 1], [1, 2], records)
+    runtime.after_sample(rows, runtime.before_sample(rows, logits), tokens.clone())  # compile
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        relay = runtime.after_sample(rows, runtime.before_sample(rows, logits), tokens.clone())
+        runtime.journal.drain()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    runtime.journal.drain(wait=True)
+    assert relay.ended.tolist() == [-1, -1]
+    traj = records[0].trajectory
+    assert traj.steps == 2 and sorted(traj.states) == [0, 1]
+    assert torch.equal(traj.soft[1], runtime.device.tables.pending[1].cpu())
+
+
+@pytest.mark.gpu
 def test_gpu_rio_shard_mixture_is_deterministic():
     """One rank's TP 8 vocab shard at Rio's hidden size, the GPU tiles: the tickets' in-order
     sums give the same bits twice, equal to the fp32 reference, and the counters end at 0."""

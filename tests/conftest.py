@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import pytest
 import requests
+import torch
 
 from rio_sglang.sglang_server import start_server
 from rio_sglang.tiny import write_family_checkpoint, write_tiny_checkpoint
+
+
+@pytest.fixture
+def one_thread():
+    """Tensors of a few hundred elements: more threads only contend on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

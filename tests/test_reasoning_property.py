@@ -151,15 +151,6 @@ def clear_logits(rng, gen, refs: list[SlotState], specs: list[ReasoningSpec]) ->
     return logits
 
 
-@pytest.fixture
-def one_thread():
-    """Tensors of a few hundred elements: more threads only contend on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def device_step(slots: int, weight: torch.Tensor) -> DeviceStep:
     return DeviceStep(slots, TOKENS, V, weight, 0, V, weight[DeviceStep.special_rows(TOKENS)])
 

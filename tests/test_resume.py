@@ -44,14 +44,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def runtime(bound_mib: float) -> ReasoningRuntime:
     weight = torch.randn(V, H, generator=torch.Generator().manual_seed(1))
     step = DeviceStep(SLOTS, TOKENS, V, weight, 0, V, weight[DeviceStep.special_rows(TOKENS)])

@@ -160,13 +160,7 @@ def measure(B: int, mix: str, tp: int, full_table: torch.Tensor, ceiling: float,
 
     run = functools.partial(_whole_step, step, logits, rows, slots, tokens)
 
-    eager_ms = do_bench(run, return_mode="median")
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(50):
-        run()
-    host_us = (time.perf_counter() - t0) / 50 * 1e6
-    torch.cuda.synchronize()
+    eager_ms, host_us = eager_and_host(run)
     graph_ms = graphed_ms(run)
     # inside a larger graph (SGLang's decode graph) the replay's own launch is shared: the step's
     # marginal time is that of 8 steps captured in one graph, over 8
@@ -209,13 +203,21 @@ def journal_cost(step: DeviceStep, slots: torch.Tensor) -> tuple[float, float]:
         journal.capture(records, step.state_rows(slots), step.tables.pending.index_select(0, slots))
         journal.drain()
 
+    timed = eager_and_host(run)
+    journal.drain(wait=True)
+    return timed
+
+
+def eager_and_host(run) -> tuple[float, float]:
+    """(device ms per call, median of do_bench; host µs per call over 50 calls), the device idle
+    before and after the host loop."""
     ms = do_bench(run, return_mode="median")
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(50):
         run()
     host_us = (time.perf_counter() - t0) / 50 * 1e6
-    journal.drain(wait=True)
+    torch.cuda.synchronize()
     return ms, host_us
 
 

@@ -121,7 +121,7 @@ def init_new(fb, cls, batch, model_runner, **kwargs):
     decode = batch.forward_mode.is_decode()
     for i, (req, record) in enumerate(zip(batch.reqs, records)):
         slot = int(req.kv.req_pool_idx)
-        resume = record.latent and record.retracted
+        resume = record.retracted  # set for latent / switch records only
         reset, stale = runtime.claim(record, slot)
         release += stale
         if reset:

@@ -149,9 +149,7 @@ class Journal:
                 traj = record.trajectory = Trajectory()
                 self._live.add(traj)
             k = steps[r] - 1  # the step this row took (its counter counts steps taken)
-            if k < traj.steps - 1 or k < 0:
-                continue
-            if k == traj.steps - 1:  # a row past its answer budget only emits: no new step
+            if k < traj.steps:  # a row past its answer budget only emits: no new step
                 continue
             if k > traj.steps:  # not every step was seen (cannot happen in stream order)
                 traj.lost = True
@@ -207,10 +205,8 @@ class Journal:
         k = committed - 1
         return traj.states[k], traj.soft.get(k), bytes(traj.modes)
 
-    def soft_inputs(self, record, first: int, count: int) -> dict[int, torch.Tensor]:
-        """Output positions in [first, first + count) (0: the first output token's) whose input
-        was soft, with that input."""
+    def soft_inputs(self, record) -> dict[int, torch.Tensor]:
+        """{output index (0: the first output token's): its soft input} of every latent step
+        kept (after `resume_point`, those of the committed tokens)."""
         traj = record.trajectory
-        if traj is None or not traj.soft:
-            return {}
-        return {k: traj.soft[k] for k in range(max(first, 0), first + count) if k in traj.soft}
+        return {} if traj is None else dict(traj.soft)

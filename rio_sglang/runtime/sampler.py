@@ -145,7 +145,7 @@ class ReasoningRuntime:
             record.resumed_from_tokens = True
             return {}
         record.resumed_from_tokens |= record.trajectory.lost
-        return self.journal.soft_inputs(record, 0, committed)
+        return self.journal.soft_inputs(record)
 
     def resume(self, record: Record, slot: int) -> None:
         """A retracted record, reset in `slot` for its new prefill, takes back the state it had
